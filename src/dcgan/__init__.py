@@ -1,0 +1,3 @@
+"""dcgan: deep convolutional GANs for small images, from training to pictures and numbers."""
+
+__version__ = "0.1.0"

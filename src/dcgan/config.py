@@ -1,0 +1,166 @@
+"""Typed training configuration: defaults < preset < TOML file < command-line flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; written to `config.toml` in the run directory."""
+
+    preset: str = "tutorial"
+    # data
+    data: str = "mnist"
+    download: bool = False
+    image_size: int = 28
+    channels: int = 1
+    # model
+    latent_dim: int = 16
+    # optimisation (the tutorial's values)
+    batch_size: int = 32
+    lr_d: float = 1e-3
+    lr_g: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    # length: `steps` wins when set; `time_limit` (minutes) stops earlier, with a checkpoint
+    epochs: int = 1
+    steps: int = 0
+    time_limit: float = 0.0
+    # execution
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = False
+    # outputs
+    log_every: int = 50
+    sample_every: int = 250
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 1
+    grid_size: int = 64
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise UserError naming the option at fault when a value is out of range."""
+        positive = ("image_size", "channels", "latent_dim", "batch_size", "log_every", "keep_checkpoints",
+                    "grid_size")
+        non_negative = ("epochs", "steps", "sample_every", "checkpoint_every", "time_limit", "seed")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise UserError(f"{flag(name)} must be positive, got {getattr(self, name)}")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise UserError(f"{flag(name)} must not be negative, got {getattr(self, name)}")
+        for name in ("lr_d", "lr_g"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise UserError(f"{flag(name)} must be a positive number, got {value}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"{flag(name)} must be in [0, 1), got {getattr(self, name)}")
+        if self.epochs == 0 and self.steps == 0:
+            raise UserError("--epochs and --steps are both 0: nothing to train")
+        if self.image_size % 4:
+            raise UserError(f"--image-size must be a multiple of 4, got {self.image_size}")
+        if self.channels not in (1, 3):
+            raise UserError(f"--channels must be 1 or 3, got {self.channels}")
+        if self.batch_size < 2:
+            raise UserError(f"--batch-size must be at least 2 (batch norm needs 2 samples), got {self.batch_size}")
+        if self.device not in DEVICES:
+            raise UserError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.preset not in PRESETS:
+            raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a plain dict (TOML- and checkpoint-friendly)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+# A preset sets hyper-parameters only; execution options (device, precision, output) stay the user's.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tutorial": dict(latent_dim=16, batch_size=32, lr_d=1e-3, lr_g=2e-4, beta1=0.5, beta2=0.999),
+}
+
+FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a config field: `lr_d` -> `--lr-d`."""
+    return "--" + name.replace("_", "-")
+
+
+def _coerce(name: str, value: Any, origin: str) -> Any:
+    """Check a value read from a file against the field's type (ints are accepted for floats)."""
+    expected = {"int": int, "float": float, "str": str, "bool": bool}[FIELD_TYPES[name]]
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not expected:
+        raise UserError(f"{origin}: '{name}' must be a {expected.__name__}, got {value!r}")
+    return value
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a config file into a dict of known, type-checked fields."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(raw) - set(FIELD_TYPES))
+    if unknown:
+        raise UserError(f"{path}: unknown setting(s) {', '.join(unknown)}")
+    return {name: _coerce(name, value, str(path)) for name, value in raw.items()}
+
+
+def resolve_config(file_values: dict[str, Any] | None = None, flag_values: dict[str, Any] | None = None
+                   ) -> TrainConfig:
+    """Merge defaults, the chosen preset, a config file's values and flags (later wins)."""
+    file_values, flag_values = dict(file_values or {}), dict(flag_values or {})
+    preset = flag_values.get("preset") or file_values.get("preset") or TrainConfig.preset
+    if preset not in PRESETS:
+        raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    merged = {**PRESETS[preset], **file_values, **flag_values, "preset": preset}
+    return TrainConfig(**merged)
+
+
+def config_from_dict(values: dict[str, Any], origin: str) -> TrainConfig:
+    """Rebuild a config stored in a checkpoint, ignoring fields this version does not know."""
+    known = {k: _coerce(k, v, origin) for k, v in values.items() if k in FIELD_TYPES}
+    return TrainConfig(**known)
+
+
+def to_toml(config: TrainConfig) -> str:
+    """Serialise a config as TOML (flat scalars only, so a tiny writer is enough)."""
+    lines = []
+    for name, value in config.to_dict().items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
+            text = json.dumps(value)  # a JSON string is a valid TOML basic string
+        else:
+            text = repr(value)
+        lines.append(f"{name} = {text}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,291 @@
+"""Datasets decoded once into one uint8 tensor in memory, and shuffled batches drawn from it.
+
+Sources (`--data`): `mnist` (bundled IDX files), a directory of IDX files, an image folder with
+one subfolder per class, or `torchvision:<Name>` (with `--download`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from .errors import UserError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+IDX_PREFIX = {"train": "train", "test": "t10k"}
+IDX_TYPES = {0x08: np.uint8}
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A labelled image set: `images` (N, C, H, W) uint8, `labels` (N,) int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+    source: str
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# IDX files
+# ---------------------------------------------------------------------------------------------
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Parse an IDX file (optionally gzip-compressed) into a uint8 array, checking its header."""
+    path = Path(path)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"IDX file not found: {path}") from None
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise UserError(f"cannot read IDX file {path}: {exc}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise UserError(f"{path} is not an IDX file (bad magic number)")
+    type_code, ndim = raw[2], raw[3]
+    if type_code not in IDX_TYPES:
+        raise UserError(f"{path}: unsupported IDX element type 0x{type_code:02x} (only unsigned bytes)")
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise UserError(f"{path} is truncated: incomplete IDX header")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape))
+    if len(raw) - header != expected:
+        raise UserError(f"{path} is truncated or corrupt: header says {expected} bytes of data, "
+                        f"found {len(raw) - header}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _find_idx(directory: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (directory / name).is_file():
+            return directory / name
+    raise UserError(f"{directory}: no {stem}[.gz] file")
+
+
+def load_idx_dir(directory: str | Path, split: str = "train") -> ImageData:
+    """Load `<prefix>-images-idx3-ubyte[.gz]` and its labels from a directory."""
+    directory = Path(directory)
+    prefix = IDX_PREFIX[split]
+    image_path = _find_idx(directory, f"{prefix}-images-idx3-ubyte")
+    label_path = _find_idx(directory, f"{prefix}-labels-idx1-ubyte")
+    images, labels = read_idx(image_path), read_idx(label_path)
+    if images.ndim != 3:
+        raise UserError(f"{image_path}: expected a 3-d image array (N, H, W), got shape {images.shape}")
+    if labels.ndim != 1:
+        raise UserError(f"{label_path}: expected a 1-d label array, got shape {labels.shape}")
+    if len(images) != len(labels):
+        raise UserError(f"{directory}: {len(images)} images but {len(labels)} labels")
+    if len(images) == 0:
+        raise UserError(f"{image_path} holds no images")
+    n_classes = int(labels.max()) + 1
+    return ImageData(images=torch.from_numpy(images.copy()).unsqueeze(1),
+                     labels=torch.from_numpy(labels.astype(np.int64)),
+                     classes=tuple(str(c) for c in range(n_classes)), source=str(directory))
+
+
+def bundled_mnist_dir() -> Path:
+    """The directory of the MNIST IDX files that ship with the package."""
+    return Path(str(resources.files("dcgan") / "assets" / "mnist"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Image folders
+# ---------------------------------------------------------------------------------------------
+
+def cache_dir() -> Path:
+    """Where decoded datasets are cached: $DCGAN_CACHE_DIR, else ~/.cache/dcgan."""
+    root = os.environ.get("DCGAN_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dcgan")
+    return Path(root)
+
+
+def _list_image_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise UserError(f"{root}: no class subfolders (expected {root}/<class>/<image>.png)")
+    files = []
+    for index, name in enumerate(classes):
+        for path in sorted((root / name).rglob("*")):
+            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+                files.append((path, index))
+    if not files:
+        raise UserError(f"{root}: no images found in its class subfolders")
+    return classes, files
+
+
+def _folder_key(root: Path, files: list[tuple[Path, int]], channels: int, size: int) -> str:
+    digest = hashlib.sha256(f"v1 {channels} {size}".encode())
+    for path, label in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def _decode(path: Path, channels: int, size: int) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise UserError(f"cannot read image {path}: {exc}") from None
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def load_image_folder(root: str | Path, channels: int, image_size: int, use_cache: bool = True) -> ImageData:
+    """Decode `root/<class>/<image>` into memory; the result is cached, keyed by the folder's contents."""
+    root = Path(root)
+    classes, files = _list_image_folder(root)
+    cache_file = cache_dir() / "image_folders" / f"{_folder_key(root, files, channels, image_size)}.pt"
+    if use_cache and cache_file.is_file():
+        try:
+            cached = torch.load(cache_file, weights_only=True)
+            return ImageData(cached["images"], cached["labels"], tuple(classes), str(root))
+        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
+            pass
+    images = np.stack([_decode(path, channels, image_size)
+                       for path, _ in tqdm(files, desc=f"decoding {root.name}", unit="img", leave=False,
+                                           disable=len(files) < 2000)])
+    labels = torch.tensor([label for _, label in files], dtype=torch.int64)
+    data = ImageData(torch.from_numpy(images), labels, tuple(classes), str(root))
+    if use_cache:
+        _write_cache(cache_file, {"images": data.images, "labels": labels})
+    return data
+
+
+def _write_cache(path: Path, payload: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # the cache is an optimisation: an unwritable cache directory is not an error
+
+
+# ---------------------------------------------------------------------------------------------
+# torchvision datasets
+# ---------------------------------------------------------------------------------------------
+
+def load_torchvision(name: str, split: str, download: bool) -> ImageData:
+    """Load a torchvision dataset class by name (e.g. FashionMNIST) into memory."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, name, None)
+    if not isinstance(cls, type):
+        raise UserError(f"--data torchvision:{name}: torchvision has no dataset named {name!r}")
+    root = cache_dir() / "torchvision"
+    try:
+        dataset = cls(root=str(root), train=(split == "train"), download=download)
+    except RuntimeError as exc:
+        hint = "" if download else " (add --download to fetch it)"
+        raise UserError(f"--data torchvision:{name}: {exc}{hint}") from None
+    except TypeError:
+        raise UserError(f"--data torchvision:{name}: not a train/test image dataset") from None
+    images = torch.as_tensor(np.asarray(dataset.data))
+    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
+    labels = torch.as_tensor(np.asarray(dataset.targets), dtype=torch.int64)
+    return ImageData(images.contiguous(), labels, tuple(str(c) for c in dataset.classes), f"torchvision:{name}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+
+def conform(images: torch.Tensor, channels: int, image_size: int) -> torch.Tensor:
+    """Convert uint8 (N, C, H, W) images to the model's channel count and square size."""
+    if images.shape[1] != channels:
+        if channels == 3:
+            images = images.expand(-1, 3, -1, -1)
+        else:  # ITU-R 601 luma, as PIL's "L" conversion
+            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
+    if images.shape[-2:] != (image_size, image_size):
+        resized = F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear",
+                                antialias=True, align_corners=False)
+        images = resized.round().clamp(0, 255).to(torch.uint8)
+    return images.contiguous()
+
+
+def load_data(spec: str, *, split: str = "train", channels: int = 1, image_size: int = 28,
+              download: bool = False) -> ImageData:
+    """Load a dataset named by `--data` and conform it to the model's channels and size."""
+    if spec == "mnist":
+        data = load_idx_dir(bundled_mnist_dir(), split)
+    elif spec.startswith("torchvision:"):
+        data = load_torchvision(spec.split(":", 1)[1], split, download)
+    else:
+        path = Path(spec)
+        if not path.exists():
+            raise UserError(f"--data {spec}: no such file or directory")
+        if not path.is_dir():
+            raise UserError(f"--data {spec}: expected a directory (of IDX files or class subfolders)")
+        if not any(path.iterdir()):
+            raise UserError(f"--data {spec}: the directory is empty")
+        prefix = IDX_PREFIX[split]
+        if any(p.name.startswith(f"{prefix}-images-idx3-ubyte") for p in path.iterdir()):
+            data = load_idx_dir(path, split)
+        else:
+            data = load_image_folder(path, channels, image_size)
+    images = conform(data.images, channels, image_size)
+    return ImageData(images, data.labels, data.classes, data.source)
+
+
+class ShuffledBatches:
+    """Batches drawn by indexing an in-memory uint8 tensor, scaled to [-1, 1] on the fly.
+
+    The order of epoch `e` is a permutation seeded by (seed, e), so a run can resume at any
+    (epoch, batch) position without replaying the data.
+    """
+
+    def __init__(self, data: ImageData, *, batch_size: int, seed: int, device: torch.device) -> None:
+        self.images = data.images.to(device)
+        self.labels = data.labels.to(device)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.device = device
+        # A trailing batch of one sample is dropped: batch norm cannot train on it.
+        n = len(data)
+        self.batches_per_epoch = n // batch_size + (1 if n % batch_size > 1 else 0)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """The permutation of sample indices used in `epoch`."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.images.shape[0], generator=generator).to(self.device)
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (images in [-1, 1] float32, labels) for `epoch`, from batch `start_batch` on."""
+        order = self.order(epoch)
+        for b in range(start_batch, self.batches_per_epoch):
+            index = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield self.images[index].float().div_(127.5).sub_(1.0), self.labels[index]
+
+
+def export_png(data_dir: Path, out: str | Path) -> int:
+    """Write the IDX files of `data_dir` as the tutorial's `training|testing/<digit>/<index>.png`."""
+    out = Path(out)
+    total = 0
+    for folder, split in (("training", "train"), ("testing", "test")):
+        data = load_idx_dir(data_dir, split)
+        for label in range(len(data.classes)):
+            (out / folder / str(label)).mkdir(parents=True, exist_ok=True)
+        for index in tqdm(range(len(data)), desc=f"writing {folder}", unit="img"):
+            label = int(data.labels[index])
+            Image.fromarray(data.images[index, 0].numpy()).save(out / folder / str(label) / f"{index}.png")
+        total += len(data)
+    return total
