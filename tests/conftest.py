@@ -1,0 +1,84 @@
+"""Shared fixtures: small datasets written in tmp folders, and a helper to run the CLI."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dcgan.cli import main
+from dcgan.data import bundled_mnist_dir, read_idx
+
+
+def write_idx(path: Path, array: np.ndarray, *, compress: bool = False) -> Path:
+    """Write a uint8 array as an IDX file (gzip-compressed when `compress`)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    raw = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist_subset() -> dict[str, np.ndarray]:
+    """The first 512 training and 256 test images of the bundled MNIST, with labels."""
+    src = bundled_mnist_dir()
+    return {
+        "train_images": read_idx(src / "train-images-idx3-ubyte.gz")[:512],
+        "train_labels": read_idx(src / "train-labels-idx1-ubyte.gz")[:512],
+        "test_images": read_idx(src / "t10k-images-idx3-ubyte.gz")[:256],
+        "test_labels": read_idx(src / "t10k-labels-idx1-ubyte.gz")[:256],
+    }
+
+
+@pytest.fixture
+def idx_dir(tmp_path: Path, mnist_subset: dict[str, np.ndarray]) -> Path:
+    """A directory of small uncompressed IDX files in MNIST's naming."""
+    root = tmp_path / "idx"
+    root.mkdir()
+    write_idx(root / "train-images-idx3-ubyte", mnist_subset["train_images"])
+    write_idx(root / "train-labels-idx1-ubyte", mnist_subset["train_labels"])
+    write_idx(root / "t10k-images-idx3-ubyte", mnist_subset["test_images"])
+    write_idx(root / "t10k-labels-idx1-ubyte", mnist_subset["test_labels"])
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path, mnist_subset: dict[str, np.ndarray]) -> Path:
+    """An image folder with one subfolder per digit: 10 RGB PNGs each."""
+    root = tmp_path / "folder"
+    counts: dict[int, int] = {}
+    for image, label in zip(mnist_subset["train_images"], mnist_subset["train_labels"]):
+        label = int(label)
+        if counts.get(label, 0) >= 10:
+            continue
+        counts[label] = counts.get(label, 0) + 1
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).convert("RGB").save(root / str(label) / f"{counts[label]}.png")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Keep dataset caches inside the test's tmp folder."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DCGAN_CACHE_DIR", str(cache))
+    return cache
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture):
+    """Run `dcgan ARGS...` in-process; returns (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse errors
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
