@@ -1,0 +1,45 @@
+"""Config precedence (defaults < preset < file < flags), validation and TOML round trip."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from dcgan.config import TrainConfig, read_toml, resolve_config, to_toml
+from dcgan.errors import UserError
+
+
+def test_tutorial_preset_has_the_tutorials_hyper_parameters() -> None:
+    config = resolve_config()
+    assert config.preset == "tutorial"
+    assert (config.latent_dim, config.batch_size, config.lr_d, config.lr_g) == (16, 32, 1e-3, 2e-4)
+    assert (config.beta1, config.beta2) == (0.5, 0.999)
+
+
+def test_flags_override_file_which_overrides_preset(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('batch_size = 64\nlr_g = 1\nseed = 3\n')
+    config = resolve_config(read_toml(path), {"batch_size": 128})
+    assert config.batch_size == 128  # flag wins
+    assert config.lr_g == 1.0 and isinstance(config.lr_g, float)  # file wins over preset, int accepted
+    assert config.seed == 3
+
+
+def test_toml_round_trip() -> None:
+    config = TrainConfig(data='a "quoted" path', lr_d=3e-4, channels_last=True)
+    assert TrainConfig(**tomllib.loads(to_toml(config))) == config
+
+
+@pytest.mark.parametrize(("changes", "flag"), [
+    ({"batch_size": 0}, "--batch-size"), ({"lr_d": -1.0}, "--lr-d"), ({"beta1": 1.0}, "--beta1"),
+    ({"image_size": 30}, "--image-size"), ({"device": "tpu"}, "--device"), ({"epochs": 0}, "--epochs"),
+    ({"channels": 2}, "--channels"), ({"time_limit": -1.0}, "--time-limit"),
+])
+def test_invalid_values_name_the_option(changes: dict, flag: str) -> None:
+    with pytest.raises(UserError, match=flag):
+        TrainConfig(**changes)
+
+
+def test_config_is_frozen() -> None:
+    with pytest.raises(AttributeError):
+        TrainConfig().batch_size = 3  # type: ignore[misc]

@@ -1,0 +1,101 @@
+"""The two training steps, the loss meter and a short CPU training run."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcgan.artifacts import read_metrics
+from dcgan.config import TrainConfig
+from dcgan.rundir import RunDirectory
+from dcgan.training import LossMeter, build_gan, discriminator_step, generator_step, train
+
+CPU = torch.device("cpu")
+
+
+def _gan(**changes):
+    torch.manual_seed(0)
+    return build_gan(TrainConfig(device="cpu", **changes), CPU)
+
+
+def test_discriminator_step_updates_only_d_and_reports_the_bce_loss() -> None:
+    gan = _gan()
+    # With D's last layer zeroed, D outputs 0.5 everywhere: L_D = ½(log 2 + log 2) = log 2.
+    torch.nn.init.zeros_(gan.discriminator.classify.weight)
+    torch.nn.init.zeros_(gan.discriminator.classify.bias)
+    g_before = [p.clone() for p in gan.generator.parameters()]
+    d_before = gan.discriminator.classify.weight.clone()
+    real = torch.rand(8, 1, 28, 28) * 2 - 1
+    d_loss, d_real, d_fake = discriminator_step(gan, real, torch.randn(8, 16))
+    assert d_loss.item() == pytest.approx(math.log(2), abs=1e-6)
+    assert d_real.item() == pytest.approx(0.5) and d_fake.item() == pytest.approx(0.5)
+    assert all(torch.equal(a, b) for a, b in zip(g_before, gan.generator.parameters()))
+    assert not torch.equal(d_before, gan.discriminator.classify.weight)
+
+
+def test_generator_step_updates_only_g_and_leaves_d_trainable() -> None:
+    gan = _gan()
+    torch.nn.init.zeros_(gan.discriminator.classify.weight)
+    torch.nn.init.zeros_(gan.discriminator.classify.bias)
+    d_before = [p.clone() for p in gan.discriminator.parameters()]
+    g_loss = generator_step(gan, torch.randn(8, 16))
+    assert g_loss.item() == pytest.approx(math.log(2), abs=1e-6)  # -log 0.5
+    assert all(torch.equal(a, b) for a, b in zip(d_before, gan.discriminator.parameters()))
+    assert all(p.requires_grad for p in gan.discriminator.parameters())
+    assert all(p.grad is None for p in gan.discriminator.parameters())
+
+
+@pytest.mark.parametrize(("precision", "channels_last"), [("fp32", False), ("fp32", True), ("bf16", False),
+                                                          ("bf16", True)])
+def test_each_precision_and_memory_format_gives_finite_losses(precision: str, channels_last: bool) -> None:
+    gan = _gan(precision=precision, channels_last=channels_last)
+    real = torch.rand(8, 1, 28, 28) * 2 - 1
+    for _ in range(3):
+        d_loss, d_real, d_fake = discriminator_step(gan, real, torch.randn(8, 16))
+        g_loss = generator_step(gan, torch.randn(8, 16))
+    assert all(math.isfinite(v.item()) for v in (d_loss, d_real, d_fake, g_loss))
+    assert gan.generator(torch.randn(4, 16)).shape == (4, 1, 28, 28)
+    assert all(p.dtype == torch.float32 for p in gan.generator.parameters())  # fp32 master weights
+
+
+def test_loss_meter_reads_the_same_means_as_per_step_logging() -> None:
+    meter = LossMeter(CPU)
+    values = torch.rand(7, 4)
+    for row in values:
+        meter.add(*row)
+    assert meter.count == 7
+    means = meter.read()
+    torch.testing.assert_close(torch.tensor(list(means.values())), values.mean(0))
+    assert meter.count == 0 and meter.sums.abs().sum() == 0
+
+
+def test_short_training_run_writes_metrics_samples_and_checkpoint(tmp_path: Path, idx_dir: Path) -> None:
+    config = TrainConfig(data=str(idx_dir), steps=24, batch_size=16, log_every=8, sample_every=12,
+                         checkpoint_every=0, device="cpu")
+    run = RunDirectory.create(tmp_path / "run")
+    result = train(config, run, progress=False)
+    assert result.status == "completed" and result.step == 24
+    rows = read_metrics(run.metrics_csv)
+    assert [r["step"] for r in rows] == [8, 16, 24]
+    assert all(math.isfinite(r[k]) for r in rows for k in ("d_loss", "g_loss", "d_real", "d_fake"))
+    assert all(0 < r["d_real"] < 1 and r["images_per_s"] > 0 for r in rows)
+    assert rows[-1]["epoch"] == 0  # 24 batches of 16 is less than one epoch of 512 images
+    assert sorted(p.name for p in run.samples.iterdir()) == [
+        "step_0000000.png", "step_0000012.png", "step_0000024.png"]
+    payload = torch.load(run.checkpoints / "last.pt", weights_only=True)
+    assert payload["step"] == 24 and payload["config"]["steps"] == 24
+
+
+def test_epochs_count_whole_passes_over_the_data(tmp_path: Path, idx_dir: Path) -> None:
+    config = TrainConfig(data=str(idx_dir), epochs=2, batch_size=250, log_every=100, device="cpu")
+    result = train(config, RunDirectory.create(tmp_path / "run"), progress=False)
+    assert result.step == 2 * 3  # 512 images: 2 full batches and a partial one of 12, twice
+
+
+def test_time_limit_stops_cleanly_with_a_checkpoint(tmp_path: Path, idx_dir: Path) -> None:
+    config = TrainConfig(data=str(idx_dir), steps=100_000, batch_size=16, time_limit=1e-4, device="cpu")
+    run = RunDirectory.create(tmp_path / "run")
+    result = train(config, run, progress=False)
+    assert result.status == "time_limit" and 0 < result.step < 100_000
+    assert torch.load(run.checkpoints / "last.pt", weights_only=True)["step"] == result.step
