@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Every GPU measurement in one go (a few minutes on an H100-class GPU). Writes JSON under
+# benchmarks/results/ (and copies it to $OUT when that is set).
+#   bash benchmarks/gpu.sh
+# Needs python3 with torch (CUDA), torchvision, numpy, pillow, matplotlib, tqdm; the package is
+# used from src/ without installing it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+results=benchmarks/results
+mkdir -p "$results"
+python3 -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.__version__, torch.cuda.get_device_name())'
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+
+# 1. Images/s and peak memory against batch size, fp32 and bf16, data on the device.
+python3 benchmarks/speed.py --device cuda --variants fp32,bf16 --batch-sizes 32,64,128,256,512,1024 \
+    --steps 200 --warmup 20 --json "$results/gpu_speed.json"
+
+# 2. One epoch (60,000 images) of the tutorial preset through the command line, per precision.
+tmp=$(mktemp -d)
+for precision in fp32 bf16; do
+  start=$(date +%s.%N)
+  python3 -m dcgan train --preset tutorial --epochs 1 --device cuda --precision "$precision" --quiet \
+      --sample-every 0 --checkpoint-every 0 --log-every 1875 --out "$tmp/run-$precision" | tee "$tmp/$precision.txt"
+  end=$(date +%s.%N)
+  python3 - "$precision" "$start" "$end" "$tmp/$precision.txt" "$results/gpu_epoch_$precision.json" <<'PY'
+import json, re, sys
+precision, start, end, log, out = sys.argv[1:]
+speed = float(re.search(r"images_per_s=([\d.]+)", open(log).read()).group(1))
+result = {"precision": precision, "process_wall_s": round(float(end) - float(start), 2),
+          "images_per_s_after_warmup": speed, "epoch_s_at_that_speed": round(60000 / speed, 2)}
+print(result)
+open(out, "w").write(json.dumps(result, indent=2) + "\n")
+PY
+done
+rm -rf "$tmp"
+if [[ -n "${OUT:-}" ]]; then cp "$results"/gpu_*.json "$OUT"/; fi

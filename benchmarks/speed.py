@@ -1,0 +1,89 @@
+"""Training-step speed in one process: images/s against batch size, precision and memory format.
+
+    python benchmarks/speed.py [--device cpu|cuda] [--batch-sizes 32,64,...] [--steps 60]
+                               [--variants fp32,bf16,bf16+cl] [--json PATH]
+
+Each measurement builds the tutorial networks, runs `discriminator_step` + `generator_step` on
+batches indexed from the in-memory MNIST tensor (on the device), discards warm-up steps, and
+reports images/s and peak memory (GPU: allocated by torch; CPU: the process's peak RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+from dcgan.config import TrainConfig
+from dcgan.data import ShuffledBatches, load_data
+from dcgan.training import build_gan, discriminator_step, generator_step, select_device
+
+VARIANTS = {"fp32": dict(precision="fp32"), "bf16": dict(precision="bf16"),
+            "fp32+cl": dict(precision="fp32", channels_last=True), "bf16+cl": dict(precision="bf16", channels_last=True)}
+
+
+def measure(config: TrainConfig, device: torch.device, batches: ShuffledBatches, steps: int, warmup: int) -> float:
+    """Images/s of `steps` training steps after `warmup` untimed ones."""
+    torch.manual_seed(0)
+    gan = build_gan(config, device)
+    stream = iter(batches.epoch(0))
+    timed_from = None
+    for step in range(warmup + steps):
+        if step == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            timed_from = time.perf_counter()
+        real, _ = next(stream)
+        if config.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        noise = torch.randn(real.shape[0], config.latent_dim, device=device)
+        loss = discriminator_step(gan, real, noise)[0] + generator_step(gan, torch.randn_like(noise))
+    loss.item()  # one sync at the end
+    return steps * batches.batch_size / (time.perf_counter() - timed_from)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-sizes", default="32,64,128,256,512,1024")
+    parser.add_argument("--variants", default="fp32,bf16")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    device = select_device(args.device)
+    data = load_data("mnist")
+    results = []
+    print(f"{'variant':>8} {'batch':>6} {'images/s':>10} {'peak MiB':>9}  ({device})")
+    for variant in args.variants.split(","):
+        for batch_size in map(int, args.batch_sizes.split(",")):
+            config = TrainConfig(batch_size=batch_size, device=device.type, **VARIANTS[variant])
+            batches = ShuffledBatches(data, batch_size=batch_size, seed=0, device=device)
+            steps = min(args.steps, batches.batches_per_epoch - args.warmup - 1)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            speed = measure(config, device, batches, steps, args.warmup)
+            row = {"variant": variant, "batch_size": batch_size, "images_per_s": round(speed, 1),
+                   "peak_mib": round(peak_memory_mib(device), 1)}
+            results.append(row)
+            print(f"{variant:>8} {batch_size:6d} {speed:10.1f} {row['peak_mib']:9.0f}", flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
+        args.json.write_text(json.dumps({"device": name, "torch": torch.__version__, "results": results},
+                                        indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
