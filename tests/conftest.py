@@ -82,3 +82,48 @@ def run_cli(capsys: pytest.CaptureFixture):
         return code, out, err
 
     return run
+
+
+# Reliability helpers: a tiny model (8x8 images) trains a step in milliseconds on one CPU thread.
+TINY = ("--image-size", "8", "--latent-dim", "4", "--quiet", "--sample-every", "0")
+STATE_KEYS = ("generator", "discriminator", "opt_g", "opt_d")
+
+
+@pytest.fixture
+def one_thread():
+    """Train on one intra-op thread: faster for a tiny model on a small machine, and the same every run."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def flat_tensors(value, prefix: str = "") -> dict:
+    """Every tensor inside nested dicts/lists/tuples, keyed by its path."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return {prefix: value}
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    found = {}
+    for key, item in items:
+        found.update(flat_tensors(item, f"{prefix}/{key}"))
+    return found
+
+
+def assert_same_training_state(a: dict, b: dict) -> None:
+    """Bit-identical networks and optimisers (every tensor compared with torch.equal)."""
+    import torch
+
+    left, right = flat_tensors({k: a[k] for k in STATE_KEYS}), flat_tensors({k: b[k] for k in STATE_KEYS})
+    assert left.keys() == right.keys()
+    different = [key for key in left if not torch.equal(left[key], right[key])]
+    assert not different, f"tensors differ: {different[:5]}"
+
+
+def snapshot(root: Path, *, skip: tuple[str, ...] = ("cache",)) -> dict[str, bytes]:
+    """Every file (with its bytes) and folder under `root`, but those in `skip`: proof that nothing changed."""
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else b"<folder>" for p in sorted(root.rglob("*"))
+            if p.relative_to(root).parts[0] not in skip}

@@ -6,10 +6,11 @@ reads it without running any code from the file.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import shutil
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,11 @@ import torch
 from .errors import UserError
 
 KIND = "dcgan-checkpoint"
-FORMAT_VERSION = 1
+# Format history: 1 = the first release; 2 adds `data_size` (images in the training set), so that
+# a resume on different data is refused instead of continuing from a shifted position.
+FORMAT_VERSION = 2
 REQUIRED_KEYS = ("generator", "config", "step")
+TRAINING_KEYS = ("discriminator", "opt_g", "opt_d", "epoch", "batch", "rng")
 
 
 def fsync_directory(directory: Path) -> None:
@@ -43,9 +47,11 @@ def atomic_save(payload: Any, path: str | Path) -> None:
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    buffer = io.BytesIO()  # serialise first: a full disk then fails as a plain OSError on write
+    torch.save(payload, buffer)
     try:
         with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
+            handle.write(buffer.getbuffer())
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -56,19 +62,32 @@ def atomic_save(payload: Any, path: str | Path) -> None:
 
 
 def save_checkpoint(payload: dict[str, Any], directory: str | Path, *, keep: int = 1) -> Path:
-    """Write `directory/last.pt`, keeping the `keep - 1` previous ones as `step_<N>.pt`."""
+    """Write `directory/last.pt`, keeping the `keep - 1` previous ones as `step_<N>.pt`.
+
+    A failed write (full disk, read-only folder) is a UserError, and `last.pt` is left as it was.
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     last = directory / "last.pt"
-    if keep > 1 and last.exists():
-        previous_step = _peek_step(last)
-        if previous_step is not None and previous_step != payload["step"]:
-            _link_or_copy(last, directory / f"step_{previous_step:08d}.pt")
-    atomic_save({"kind": KIND, "format_version": FORMAT_VERSION, **payload}, last)
-    history = sorted(directory.glob("step_*.pt"))
-    for old in history[: max(0, len(history) - (keep - 1))]:
-        old.unlink(missing_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(directory)
+        if keep > 1 and last.exists():
+            previous_step = _peek_step(last)
+            if previous_step is not None and previous_step != payload["step"]:
+                _link_or_copy(last, directory / f"step_{previous_step:08d}.pt")
+        atomic_save({"kind": KIND, "format_version": FORMAT_VERSION, **payload}, last)
+        history = sorted(directory.glob("step_*.pt"))
+        for old in history[: max(0, len(history) - (keep - 1))]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot write checkpoint {last}: {exc.strerror or exc}") from None
     return last
+
+
+def remove_temporaries(directory: Path) -> None:
+    """Delete the partial files of writers that were killed mid-save (they are never read)."""
+    for stale in directory.glob(".*.tmp*"):
+        stale.unlink(missing_ok=True)
 
 
 def _peek_step(path: Path) -> int | None:
@@ -79,7 +98,10 @@ def _peek_step(path: Path) -> int | None:
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
+    if target.exists() and os.path.samefile(source, target):
+        return  # kept already, by a run killed after the link: renaming onto a link of itself is a no-op
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
     try:
         os.link(source, tmp)
     except OSError:
@@ -88,29 +110,64 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and validate a dcgan checkpoint; anything else is refused with a UserError."""
+    """Load and validate a dcgan checkpoint; anything else is refused with a one-line UserError."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else "unsupported content"
-        raise UserError(f"{path} is not a dcgan checkpoint: refused to load objects other than "
-                        f"tensors and plain values ({reason})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise UserError(f"{path} is not a readable checkpoint: {exc}") from None
+    payload = _read(path, map_location)
     if not isinstance(payload, dict) or payload.get("kind") != KIND:
         raise UserError(f"{path} is not a dcgan checkpoint")
     version = payload.get("format_version")
-    if not isinstance(version, int) or version < 1:
+    if type(version) is not int or version < 1:
         raise UserError(f"{path}: invalid checkpoint format version {version!r}")
     if version > FORMAT_VERSION:
         raise UserError(f"{path} was written by a newer dcgan (checkpoint format {version}, this version "
                         f"reads up to {FORMAT_VERSION}): upgrade dcgan to load it")
+    _check_fields(payload, path)
+    return _upgrade(payload)
+
+
+def _read(path: Path, map_location: str | torch.device) -> Any:
+    """torch.load with weights_only=True: only tensors and plain values, never code from the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols: not the user's concern
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        code = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line]
+        if code:
+            raise UserError(f"{path} is not a dcgan checkpoint: refused to load it because it asks to "
+                            f"run code ({code[0]})") from None
+        raise UserError(f"{path} is not a readable checkpoint (not a PyTorch file, or truncated)") from None
+    except OSError as exc:
+        raise UserError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    except Exception:  # noqa: BLE001 - whatever the parser trips on, the file is not usable
+        raise UserError(f"{path} is not a readable checkpoint (not a PyTorch file, or truncated)") from None
+
+
+def _check_fields(payload: dict[str, Any], path: Path) -> None:
     missing = [key for key in REQUIRED_KEYS if key not in payload]
     if missing:
         raise UserError(f"{path}: checkpoint is missing {', '.join(missing)}")
+    step = payload["step"]
+    if not isinstance(payload["config"], dict) or not isinstance(payload["generator"], dict):
+        raise UserError(f"{path}: damaged checkpoint (config and generator must be tables)")
+    if type(step) is not int or step < 0:
+        raise UserError(f"{path}: damaged checkpoint (step must be a non-negative integer, got {step!r})")
+
+
+def _upgrade(payload: dict[str, Any]) -> dict[str, Any]:
+    """Bring an older checkpoint format up to FORMAT_VERSION, one version at a time."""
+    if payload["format_version"] == 1:
+        payload = {**payload, "format_version": 2, "data_size": None}  # unknown: the data check is skipped
     return payload
+
+
+def require_training_state(payload: dict[str, Any], path: str | Path) -> None:
+    """Refuse to resume from a checkpoint that holds only a generator."""
+    missing = [key for key in TRAINING_KEYS if key not in payload]
+    if missing:
+        raise UserError(f"{path}: checkpoint has no training state ({', '.join(missing)} missing); "
+                        f"it can generate samples but cannot be resumed")

@@ -15,7 +15,7 @@ from .errors import UserError
 
 # Options that may change when a run is resumed; everything else is fixed by the checkpoint.
 RESUMABLE = {"steps", "epochs", "time_limit", "device", "log_every", "sample_every", "checkpoint_every",
-             "keep_checkpoints"}
+             "keep_checkpoints", "eval_every", "eval_samples", "eval_classifier"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -96,6 +96,13 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--sample-every", type=_non_negative_int, default=s, metavar="STEPS")
     g.add_argument("--checkpoint-every", type=_non_negative_int, default=s, metavar="STEPS")
     g.add_argument("--keep-checkpoints", type=_positive_int, default=s, metavar="K")
+    g = p.add_argument_group("evaluation during training")
+    g.add_argument("--eval-every", type=_non_negative_int, default=s, metavar="STEPS",
+                   help="score the generator (FID, KID, ...) every STEPS steps: metrics.csv, fid.png, "
+                        "checkpoints/best.pt (default 0: never)")
+    g.add_argument("--eval-samples", type=_positive_int, default=s, metavar="N", help="samples scored (default 2000)")
+    g.add_argument("--eval-classifier", default=s, metavar="FILE.pt",
+                   help="feature network (default: the bundled MNIST one)")
     p.set_defaults(handler=cmd_train)
 
 
@@ -120,6 +127,61 @@ def _add_data(sub: Any) -> None:
     e.set_defaults(handler=cmd_export_png)
 
 
+def _add_classifier(sub: Any) -> None:
+    p = sub.add_parser("classifier", help="the feature network of `dcgan evaluate`")
+    clf_sub = p.add_subparsers(dest="classifier_command", required=True, metavar="COMMAND", parser_class=Parser)
+    t = clf_sub.add_parser("train", help="train a classifier whose features the metrics use",
+                           description="Train a small CNN classifier (fixed seed) and write it as a .pt file.")
+    t.add_argument("--data", default="mnist", help="mnist (bundled), an IDX directory, an image folder, "
+                                                   "or torchvision:<Name>")
+    t.add_argument("--download", action="store_true", help="let torchvision:<Name> download")
+    t.add_argument("--out", required=True, metavar="FILE.pt", help="where to write the weights (never overwritten)")
+    t.add_argument("--channels", type=_positive_int, default=1)
+    t.add_argument("--image-size", type=_positive_int, default=28)
+    t.add_argument("--epochs", type=_positive_int, default=4)
+    t.add_argument("--batch-size", type=_positive_int, default=128)
+    t.add_argument("--lr", type=_positive_float, default=2e-3, help="peak learning rate (one-cycle schedule)")
+    t.add_argument("--seed", type=_non_negative_int, default=0)
+    t.add_argument("--no-augment", action="store_true", help="train without random shifts, rotations, scalings")
+    t.add_argument("--device", choices=DEVICES, default="auto")
+    t.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    t.set_defaults(handler=cmd_classifier_train)
+    a = clf_sub.add_parser("test", help="accuracy of a classifier on a dataset's test split")
+    a.add_argument("--classifier", metavar="FILE.pt", help="default: the bundled MNIST classifier")
+    a.add_argument("--data", default="mnist", help="as for `classifier train`")
+    a.add_argument("--download", action="store_true", help="let torchvision:<Name> download")
+    a.add_argument("--device", choices=DEVICES, default="auto")
+    a.set_defaults(handler=cmd_classifier_test)
+
+
+def _add_evaluate(sub: Any) -> None:
+    p = sub.add_parser("evaluate", help="FID, KID, precision/recall and class statistics of samples",
+                       description="Score samples against a reference set in a classifier's feature space; "
+                                   "prints a table, and the same numbers as JSON on the last line.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="CK", help="a checkpoint file or a run directory to sample from")
+    source.add_argument("--samples", metavar="DIR|FILE.npy",
+                        help="a folder of PNGs or an N x H x W uint8 .npy array (0 = background)")
+    p.add_argument("--num", type=_positive_int, default=10000, metavar="N",
+                   help="samples to draw from --checkpoint (default 10000)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="noise seed of --checkpoint samples, "
+                                                                     "and of KID's subsets")
+    p.add_argument("--labels", metavar="FILE.npy", help="class each sample was asked to be (conditional samples)")
+    p.add_argument("--reference", default="mnist", metavar="DATA", help="reference set, as --data of train "
+                                                                        "(default: mnist)")
+    p.add_argument("--reference-split", choices=("test", "train"), default="test")
+    p.add_argument("--classifier", metavar="FILE.pt", help="feature network (default: the bundled MNIST one)")
+    p.add_argument("--k", type=_positive_int, default=3, help="neighbours of the precision/recall manifolds "
+                                                              "(default 3)")
+    p.add_argument("--kid-subsets", type=_positive_int, default=100, metavar="N", help="KID subsets (default 100)")
+    p.add_argument("--kid-subset-size", type=_positive_int, default=1000, metavar="N",
+                   help="samples per KID subset, capped by the smaller set (default 1000)")
+    p.add_argument("--json", metavar="PATH", help="also write the numbers to this JSON file")
+    p.add_argument("--no-cache", action="store_true", help="recompute the reference features")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.set_defaults(handler=cmd_evaluate)
+
+
 def build_parser() -> Parser:
     """The argument parser of the `dcgan` command."""
     parser = Parser(prog="dcgan", description="Train deep convolutional GANs on small images.")
@@ -127,6 +189,8 @@ def build_parser() -> Parser:
     _add_train(sub)
     _add_generate(sub)
     _add_data(sub)
+    _add_classifier(sub)
+    _add_evaluate(sub)
     return parser
 
 
@@ -136,7 +200,7 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint, require_training_state
     from .rundir import RunDirectory
     from .training import train
 
@@ -149,7 +213,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UserError(f"--resume: {', '.join('--' + f.replace('_', '-') for f in fixed)} cannot change "
                             f"in a resumed run")
         run = RunDirectory(args.resume)
+        if (run.root / "config.toml").is_file() and not (run.checkpoints / "last.pt").exists():
+            raise UserError(f"--resume {run.root}: the run stopped before its first checkpoint; "
+                            f"start it again with a new --out")
         payload = load_checkpoint(run.checkpoints / "last.pt")
+        require_training_state(payload, run.checkpoints / "last.pt")
         stored = config_from_dict(payload["config"], str(run.checkpoints / "last.pt"))
         if "epochs" in flags and "steps" not in flags:
             flags["steps"] = 0
@@ -159,8 +227,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = resolve_config(file_values, flags)
         payload = None
         run = RunDirectory.create(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-    print(f"run directory: {run.root}", file=sys.stderr)
-    result = train(config, run, resume=payload, progress=not args.quiet)
+    if config.eval_every:
+        from .evaluation import feature_network_for
+
+        feature_network_for(config)  # a wrong --eval-classifier fails before anything is written
+    try:
+        result = train(config, run, resume=payload, progress=not args.quiet)
+    except KeyboardInterrupt as exc:  # a second signal: leave now; every file on disk is whole
+        hint = f"; resume with: dcgan train --resume {run.root}" if (run.checkpoints / "last.pt").is_file() else ""
+        print(f"dcgan: stopped at once{hint}", file=sys.stderr)
+        return 128 + getattr(exc, "signum", signal.SIGINT)
     print(f"{result.status}: step={result.step} images_per_s={result.images_per_s:.1f} run={run.root}")
     if result.status == "interrupted":
         print(f"resume with: dcgan train --resume {run.root}", file=sys.stderr)
@@ -185,7 +261,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     generator, _ = load_generator(args.checkpoint, device)
     images = generate(generator, args.num, seed=args.seed, device=device)
-    write_images(images, out, fmt=args.format, grid=args.grid)
+    try:
+        write_images(images, out, fmt=args.format, grid=args.grid)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     print(f"wrote {args.num} samples to {out}")
     return 0
 
@@ -201,6 +280,83 @@ def cmd_export_png(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out}: already exists and is not empty")
     count = export_png(source, out)
     print(f"wrote {count} PNG files under {out}")
+    return 0
+
+
+def cmd_classifier_train(args: argparse.Namespace) -> int:
+    from .classifier import TrainSettings, save_classifier, train_classifier, train_test_data
+    from .training import select_device
+
+    out = Path(args.out)
+    if out.exists():
+        raise UserError(f"--out {out}: already exists; choose another path")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: folder {out.parent} does not exist")
+    if args.image_size < 8:
+        raise UserError(f"--image-size must be at least 8 for the classifier, got {args.image_size}")
+    device = select_device(args.device)
+    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                             augment=not args.no_augment)
+    train, test = train_test_data(args.data, channels=args.channels, image_size=args.image_size,
+                                  download=args.download, seed=args.seed)
+    print(f"training on {len(train)} images, testing on {len(test)}", file=sys.stderr)
+
+    def report(epoch: int, loss: float, test_accuracy: float) -> None:
+        if not args.quiet:
+            print(f"epoch {epoch}/{args.epochs}: loss={loss:.4f} test_accuracy={100 * test_accuracy:.2f}%",
+                  file=sys.stderr)
+
+    model, test_accuracy = train_classifier(train, test, settings, device=device, report=report)
+    save_classifier(model, out, classes=train.classes, data=args.data, test_accuracy=test_accuracy,
+                    settings=settings)
+    print(f"test_accuracy={100 * test_accuracy:.2f}% ({len(test)} images) classifier={out}")
+    return 0
+
+
+def cmd_classifier_test(args: argparse.Namespace) -> int:
+    from .classifier import accuracy, load_classifier, train_test_data
+    from .training import select_device
+
+    classifier = load_classifier(args.classifier, device=select_device(args.device))
+    info = classifier.info
+    _, test = train_test_data(args.data, channels=info.channels, image_size=info.image_size, download=args.download,
+                              seed=info.seed)
+    print(f"test_accuracy={100 * accuracy(classifier, test):.2f}% ({len(test)} images) classifier={info.source}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .classifier import load_classifier
+    from .evaluation import (EvalSettings, evaluate, format_report, load_requested, load_samples, reference_data,
+                             reference_features, samples_from_checkpoint, to_json)
+    from .training import select_device
+
+    json_path = Path(args.json) if args.json else None
+    if json_path is not None and not json_path.parent.is_dir():
+        raise UserError(f"--json {json_path}: folder {json_path.parent} does not exist")
+    device = select_device(args.device)
+    classifier = load_classifier(args.classifier, device=device)
+    if args.checkpoint:
+        images = samples_from_checkpoint(args.checkpoint, classifier.info, num=args.num, seed=args.seed,
+                                         device=device)
+        described = f"{args.checkpoint} (seed {args.seed})"
+    else:
+        images, described = load_samples(args.samples, classifier.info), args.samples
+    requested = load_requested(args.labels, images.shape[0]) if args.labels else None
+    data = reference_data(args.reference, classifier.info, split=args.reference_split)
+    reference = reference_features(classifier, data, description=f"{args.reference} ({args.reference_split})",
+                                   use_cache=not args.no_cache)
+    settings = EvalSettings(k=args.k, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
+                            seed=args.seed)
+    result = evaluate(classifier, images, reference, settings=settings, samples=described, requested=requested)
+    line = to_json(result)
+    if json_path is not None:
+        try:
+            json_path.write_text(line + "\n")
+        except OSError as exc:
+            raise UserError(f"--json {json_path}: cannot write ({exc.strerror or exc})") from None
+    print(format_report(result))
+    print(line)
     return 0
 
 

@@ -49,6 +49,10 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 1
     grid_size: int = 64
+    # evaluation during training (`--eval-every`): FID etc. in metrics.csv, fid.png, checkpoints/best.pt
+    eval_every: int = 0
+    eval_samples: int = 2000
+    eval_classifier: str = ""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -56,8 +60,8 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise UserError naming the option at fault when a value is out of range."""
         positive = ("image_size", "channels", "latent_dim", "batch_size", "log_every", "keep_checkpoints",
-                    "grid_size")
-        non_negative = ("epochs", "steps", "sample_every", "checkpoint_every", "time_limit", "seed")
+                    "grid_size", "eval_samples")
+        non_negative = ("epochs", "steps", "sample_every", "checkpoint_every", "time_limit", "seed", "eval_every")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UserError(f"{flag(name)} must be positive, got {getattr(self, name)}")

@@ -9,3 +9,11 @@ class UserError(Exception):
     def __str__(self) -> str:
         # Keep the message on one line whatever the cause's text looked like.
         return " ".join(super().__str__().split())
+
+
+def reason(exc: BaseException) -> str:
+    """The informative line of an exception's message (PyTorch puts a heading line before the detail)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[1] if lines[0].endswith(":") and len(lines) > 1 else lines[0]

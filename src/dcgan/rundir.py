@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
+import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -13,7 +17,9 @@ from .artifacts import plot_losses, read_metrics, save_grid, save_progress_gif
 from .config import TrainConfig, to_toml
 from .errors import UserError
 
-METRIC_FIELDS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s", "wall_time")
+# Written by `--eval-every` at the steps it scores; empty in the other rows.
+EVAL_FIELDS = ("fid", "kid", "precision", "recall", "classes_covered", "class_entropy", "confidence")
+METRIC_FIELDS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s", "wall_time", *EVAL_FIELDS)
 
 
 class RunDirectory:
@@ -29,49 +35,70 @@ class RunDirectory:
 
     @classmethod
     def create(cls, root: str | Path) -> RunDirectory:
-        """A new run directory; an existing non-empty one is refused, never overwritten."""
+        """A new run directory; an existing non-empty one is refused, never overwritten.
+
+        The folders are made by `start`, once the data has loaded, so a bad input leaves nothing behind.
+        """
         root = Path(root)
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise UserError(f"--out {root}: already exists and is not empty; choose another --out, "
                             f"or continue that run with --resume {root}")
-        try:
-            for path in (root, root / "samples", root / "checkpoints"):
-                path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"--out {root}: cannot create the run directory ({exc.strerror})") from None
         return cls(root)
 
     def start(self, config: TrainConfig) -> None:
-        """Write the resolved config and the metrics header of a fresh run."""
-        (self.root / "config.toml").write_text(to_toml(config))
-        with open(self.metrics_csv, "w", newline="") as handle:
-            csv.writer(handle).writerow(METRIC_FIELDS)
+        """Make the folders, write the resolved config and the metrics header of a fresh run."""
+        try:
+            for path in (self.root, self.samples, self.checkpoints):
+                path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--out {self.root}: cannot create the run directory ({exc.strerror})") from None
+        replace_atomically(self.root / "config.toml", lambda tmp: tmp.write_text(to_toml(config)))
+        self._write_metrics([])
 
     def resume(self, config: TrainConfig, step: int) -> None:
-        """Record the continued run's config and drop metric rows written after the checkpoint."""
-        (self.root / "config.toml").write_text(to_toml(config))
-        self.samples.mkdir(exist_ok=True)
+        """Record the continued run's config; drop metric rows and sample grids written after the checkpoint."""
+        replace_atomically(self.root / "config.toml", lambda tmp: tmp.write_text(to_toml(config)))
+        with writing(self.samples):
+            self.samples.mkdir(exist_ok=True)
         self.truncate_metrics(step)
+        self.truncate_samples(step)
 
     def truncate_metrics(self, step: int) -> None:
         """Keep only rows up to `step`, so a resumed run appends without gaps or repeats."""
-        rows = read_metrics(self.metrics_csv) if self.metrics_csv.exists() else []
-        kept = [row for row in rows if row["step"] <= step]
-        tmp = self.metrics_csv.with_name(".metrics.csv.tmp")
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(METRIC_FIELDS)
-            for row in kept:
-                writer.writerow([_format(row[name]) for name in METRIC_FIELDS])
-        os.replace(tmp, self.metrics_csv)
-        self._wall_offset = kept[-1]["wall_time"] if kept else 0.0
+        with writing(self.metrics_csv):
+            text = self.metrics_csv.read_text() if self.metrics_csv.exists() else ""
+        complete = text[: text.rfind("\n") + 1]  # a row cut short by a kill has no newline yet
+        kept = [row for row in csv.DictReader(io.StringIO(complete)) if _step_of_row(row) <= step]
+        self._write_metrics(kept)
+        self._wall_offset = float(kept[-1]["wall_time"]) if kept else 0.0
         self._started = time.perf_counter()
+
+    def _write_metrics(self, rows: list[dict[str, str]]) -> None:
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(METRIC_FIELDS)
+                writer.writerows([row.get(name) or "" for name in METRIC_FIELDS] for row in rows)
+
+        replace_atomically(self.metrics_csv, write)
+
+    def truncate_samples(self, step: int) -> None:
+        """Delete sample grids after `step` (and partial ones), so a resumed run redraws them once."""
+        with writing(self.samples):
+            for path in self.samples.glob("*.png"):
+                if path.name.startswith(".tmp-") or self._grid_step(path) > step:
+                    path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _grid_step(path: Path) -> int:
+        stem = path.stem
+        return int(stem[5:]) if stem.startswith("step_") and stem[5:].isdigit() else -1
 
     def log_metrics(self, row: dict[str, float]) -> None:
         """Append one row to metrics.csv (wall_time counts training seconds across resumes)."""
         row = {**row, "wall_time": self._wall_offset + time.perf_counter() - self._started}
-        with open(self.metrics_csv, "a", newline="") as handle:
-            csv.writer(handle).writerow([_format(row[name]) for name in METRIC_FIELDS])
+        with writing(self.metrics_csv), open(self.metrics_csv, "a", newline="") as handle:
+            csv.writer(handle).writerow([_format(row.get(name, math.nan)) for name in METRIC_FIELDS])
 
     def sample_path(self, step: int) -> Path:
         return self.samples / f"step_{step:07d}.png"
@@ -86,14 +113,45 @@ class RunDirectory:
         generator.eval()
         images = generator(noise)
         generator.train(was_training)
-        save_grid(images, self.sample_path(step))
+        replace_atomically(self.sample_path(step), lambda tmp: save_grid(images, tmp))
 
     def finish(self) -> None:
         """Write progress.gif and losses.png from what the run has so far."""
-        save_progress_gif(self.samples, self.root / "progress.gif")
+        replace_atomically(self.root / "progress.gif", lambda tmp: save_progress_gif(self.samples, tmp))
         if self.metrics_csv.exists() and read_metrics(self.metrics_csv):
-            plot_losses(self.metrics_csv, self.root / "losses.png")
+            replace_atomically(self.root / "losses.png", lambda tmp: plot_losses(self.metrics_csv, tmp))
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn a failed write (full disk, read-only folder) into a one-line UserError naming `path`."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Let `write` fill a temporary file, then rename it over `path`: a kill never leaves half a file."""
+    tmp = path.with_name(f".tmp-{path.name}")  # same suffix: image writers choose the format from it
+    with writing(path):
+        try:
+            write(tmp)
+            if tmp.exists():  # a writer may decide there is nothing to write (no sample grids yet)
+                os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def _step_of_row(row: dict[str, str]) -> float:
+    try:
+        return float(row.get("step") or "nan")
+    except ValueError:
+        return math.nan
 
 
 def _format(value: float) -> str:
+    if not math.isfinite(value):
+        return ""  # read back as NaN
     return str(int(value)) if float(value).is_integer() and abs(value) < 2**53 else f"{value:.6g}"

@@ -11,7 +11,7 @@ from PIL import Image
 from .artifacts import grid_image, to_uint8
 from .checkpoint import load_checkpoint
 from .config import TrainConfig, config_from_dict
-from .errors import UserError
+from .errors import UserError, reason
 from .models import Generator
 from .training import build_generator
 
@@ -23,9 +23,8 @@ def load_generator(path: str | Path, device: torch.device) -> tuple[Generator, T
     generator = build_generator(config)
     try:
         generator.load_state_dict(payload["generator"])
-    except RuntimeError as exc:
-        raise UserError(f"{path}: checkpoint does not match this model's architecture "
-                        f"({str(exc).splitlines()[0]})") from None
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise UserError(f"{path}: checkpoint does not match this model's architecture ({reason(exc)})") from None
     return generator.to(device).eval(), config
 
 

@@ -6,6 +6,7 @@ import contextlib
 import math
 import random
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from tqdm import tqdm
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
 from .data import ShuffledBatches, load_data
-from .errors import UserError
+from .errors import UserError, reason
+from .evaluation import evaluate_during_training
 from .models import Discriminator, Generator
 from .rundir import RunDirectory
 
@@ -160,10 +162,10 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signum is not None:
-            raise KeyboardInterrupt
+            raise Interrupted(signum)
         self.signum = signum
         tqdm.write(f"{signal.Signals(signum).name}: stopping after this step "
-                   "(send it again to exit at once)")
+                   "(send it again to exit at once)", file=sys.stderr)
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
@@ -176,8 +178,16 @@ class StopRequest:
             signal.signal(signum, handler)
 
 
+class Interrupted(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM: leave at once (every file is written atomically, so none is damaged)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 class Diverged(Exception):
-    """A non-finite loss was seen."""
+    """A non-finite loss or weight was seen."""
 
 
 @dataclass
@@ -197,6 +207,8 @@ def capture_rng() -> dict[str, Any]:
              "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.backends.mps.is_available():
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
@@ -208,6 +220,8 @@ def restore_rng(state: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])
 
 
 @dataclass
@@ -221,23 +235,43 @@ class Position:
     rollbacks: int = 0
 
 
-def make_payload(config: TrainConfig, gan: GAN, position: Position) -> dict[str, Any]:
+def make_payload(config: TrainConfig, gan: GAN, position: Position, data_size: int) -> dict[str, Any]:
     """Everything a checkpoint holds."""
     return {"config": config.to_dict(), **gan.state_dict(), "step": position.step, "epoch": position.epoch,
             "batch": position.batch, "lr_scale": position.lr_scale, "rollbacks": position.rollbacks,
-            "rng": capture_rng()}
+            "rng": capture_rng(), "data_size": data_size}
 
 
 def restore(gan: GAN, payload: dict[str, Any], source: str) -> Position:
     """Load a checkpoint's weights, optimisers and RNG states; returns its position."""
     try:
         gan.load_state_dict(payload)
-    except (RuntimeError, KeyError, ValueError) as exc:
-        raise UserError(f"{source}: checkpoint does not match this model's architecture "
-                        f"({str(exc).splitlines()[0]})") from None
-    restore_rng(payload["rng"])
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise UserError(f"{source}: checkpoint does not match this model's architecture ({reason(exc)})") from None
+    try:
+        restore_rng(payload["rng"])
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+        raise UserError(f"{source}: damaged checkpoint (random-number states: {exc})") from None
     return Position(step=payload["step"], epoch=payload["epoch"], batch=payload["batch"],
                     lr_scale=payload.get("lr_scale", 1.0), rollbacks=payload.get("rollbacks", 0))
+
+
+def check_resumable(payload: dict[str, Any], data_size: int, goal: int, source: str) -> None:
+    """Refuse a resume on different data (the position would point elsewhere) or past its total."""
+    stored = payload.get("data_size")
+    if stored is not None and stored != data_size:
+        raise UserError(f"{source}: the run was trained on {stored} images but the data now has {data_size}; "
+                        f"exact resume needs the same data")
+    if payload["step"] > goal:
+        raise UserError(f"{source}: the run is already at step {payload['step']}, past the {goal} steps asked "
+                        f"for (--steps and --epochs name the run's total)")
+
+
+def finite_weights(gan: GAN) -> bool:
+    """Whether every floating-point parameter and buffer of both networks is finite (one host sync)."""
+    tensors = [t for module in (gan.generator, gan.discriminator)
+               for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
 
 def set_lr_scale(gan: GAN, config: TrainConfig, scale: float) -> None:
@@ -254,28 +288,34 @@ def total_steps(config: TrainConfig, batches_per_epoch: int) -> int:
 
 def train(config: TrainConfig, run: RunDirectory, *, resume: dict[str, Any] | None = None,
           progress: bool = True) -> TrainResult:
-    """Train a GAN as `config` says, writing everything into `run`; resumes from a checkpoint payload."""
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    device = select_device(config.device)
-    data = load_data(config.data, channels=config.channels, image_size=config.image_size,
-                     download=config.download)
-    batches = ShuffledBatches(data, batch_size=config.batch_size, seed=config.seed, device=device)
-    gan = build_gan(config, device)
-    fixed_noise = torch.randn(config.grid_size, config.latent_dim,
-                              generator=torch.Generator().manual_seed(config.seed + 1)).to(device)
-    if resume is None:
-        position = Position()
-        run.start(config)
-        run.save_samples(gan.generator, fixed_noise, 0)
-        save_checkpoint(make_payload(config, gan, position), run.checkpoints, keep=config.keep_checkpoints)
-    else:
-        position = restore(gan, resume, str(run.checkpoints / "last.pt"))
-        run.resume(config, position.step)
-    set_lr_scale(gan, config, position.lr_scale)
-    goal = total_steps(config, batches.batches_per_epoch)
+    """Train a GAN as `config` says, writing everything into `run`; resumes from a checkpoint payload.
+
+    SIGINT/SIGTERM are caught from the start, so even a signal during set-up ends with a checkpoint.
+    """
     with StopRequest() as stop:
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        device = select_device(config.device)
+        data = load_data(config.data, channels=config.channels, image_size=config.image_size,
+                         download=config.download)
+        batches = ShuffledBatches(data, batch_size=config.batch_size, seed=config.seed, device=device)
+        goal = total_steps(config, batches.batches_per_epoch)
+        gan = build_gan(config, device)
+        fixed_noise = torch.randn(config.grid_size, config.latent_dim,
+                                  generator=torch.Generator().manual_seed(config.seed + 1)).to(device)
+        if resume is None:
+            position = Position()
+            run.start(config)
+            run.save_samples(gan.generator, fixed_noise, 0)
+            save_checkpoint(make_payload(config, gan, position, len(data)), run.checkpoints,
+                            keep=config.keep_checkpoints)
+        else:
+            check_resumable(resume, len(data), goal, str(run.checkpoints / "last.pt"))
+            position = restore(gan, resume, str(run.checkpoints / "last.pt"))
+            run.resume(config, position.step)
+        tqdm.write(f"run directory: {run.root}", file=sys.stderr)
+        set_lr_scale(gan, config, position.lr_scale)
         result = _loop(config, gan, batches, fixed_noise, run, position, goal, stop, progress)
     run.finish()
     return result
@@ -290,6 +330,7 @@ def _loop(config: TrainConfig, gan: GAN, batches: ShuffledBatches, fixed_noise: 
     warm_time, warm_step, first_step = None, None, position.step
     bar = tqdm(total=goal, initial=position.step, unit="step", disable=not progress, dynamic_ncols=True)
     status = "completed"
+    evaluator = evaluate_during_training(config, run, device)  # None without --eval-every
     while position.step < goal:
         for real, _ in batches.epoch(position.epoch, position.batch):
             d_loss, d_real, d_fake = discriminator_step(gan, _as_format(real, config), _noise(config, real, device))
@@ -308,18 +349,25 @@ def _loop(config: TrainConfig, gan: GAN, batches: ShuffledBatches, fixed_noise: 
             elif stop.signum is not None:
                 status = "interrupted"
             done = status != "completed" or position.step >= goal
-            if position.step % config.log_every == 0 or done or _is_due(position.step, config.checkpoint_every):
+            scores = evaluator(gan.generator, position.step, position.step >= goal, lambda: make_payload(
+                config, gan, position, batches.images.shape[0])) if evaluator else {}
+            if position.step % config.log_every == 0 or done or scores or _is_due(position.step,
+                                                                                   config.checkpoint_every):
                 try:
-                    window_start = _log(run, meter, position, batches.batch_size, window_start, bar)
+                    if not finite_weights(gan):  # a weight can break before any loss shows it
+                        raise Diverged
+                    window_start = _log(run, meter, position, batches.batch_size, window_start, bar, scores)
                 except Diverged:
                     position = _roll_back(config, gan, run, position)
+                    bar.n = position.step
                     meter = LossMeter(device)
                     window_start = time.perf_counter()
                     break
             if _is_due(position.step, config.sample_every):
                 run.save_samples(gan.generator, fixed_noise, position.step)
             if done or _is_due(position.step, config.checkpoint_every):
-                save_checkpoint(make_payload(config, gan, position), run.checkpoints, keep=config.keep_checkpoints)
+                save_checkpoint(make_payload(config, gan, position, batches.images.shape[0]), run.checkpoints,
+                                keep=config.keep_checkpoints)
             if done or boundary:
                 break
         if status != "completed":
@@ -352,7 +400,7 @@ def _synchronized_time(device: torch.device) -> float:
 
 
 def _log(run: RunDirectory, meter: LossMeter, position: Position, batch_size: int, window_start: float,
-         bar: tqdm) -> float:
+         bar: tqdm, scores: dict[str, float] | None = None) -> float:
     """Read the window's mean losses (the only host sync), append a metrics row; raise Diverged on NaN."""
     steps = meter.count
     losses = meter.read()
@@ -360,18 +408,19 @@ def _log(run: RunDirectory, meter: LossMeter, position: Position, batch_size: in
         raise Diverged
     now = time.perf_counter()
     images_per_s = steps * batch_size / max(now - window_start, 1e-9)
-    run.log_metrics({"step": position.step, "epoch": position.epoch, **losses, "images_per_s": images_per_s})
+    run.log_metrics({"step": position.step, "epoch": position.epoch, **losses, "images_per_s": images_per_s,
+                     **(scores or {})})
     bar.set_postfix(d_loss=f"{losses['d_loss']:.3f}", g_loss=f"{losses['g_loss']:.3f}",
                     d_x=f"{losses['d_real']:.2f}", d_gz=f"{losses['d_fake']:.2f}", img_s=f"{images_per_s:.0f}")
     return now
 
 
 def _roll_back(config: TrainConfig, gan: GAN, run: RunDirectory, position: Position) -> Position:
-    """After a non-finite loss: reload the last checkpoint with half the learning rates, or give up."""
+    """After a non-finite loss or weight: reload the last checkpoint with half the learning rates, or give up."""
     from .checkpoint import load_checkpoint
 
     if position.rollbacks >= MAX_ROLLBACKS:
-        raise UserError(f"training diverged (non-finite loss near step {position.step}) after "
+        raise UserError(f"training diverged (non-finite loss or weight near step {position.step}) after "
                         f"{MAX_ROLLBACKS} roll-backs with lower learning rates; the last good checkpoint "
                         f"is {run.checkpoints / 'last.pt'}")
     payload = load_checkpoint(run.checkpoints / "last.pt")
@@ -380,6 +429,7 @@ def _roll_back(config: TrainConfig, gan: GAN, run: RunDirectory, position: Posit
     restored.lr_scale = position.lr_scale * 0.5
     set_lr_scale(gan, config, restored.lr_scale)
     run.truncate_metrics(restored.step)
-    tqdm.write(f"non-finite loss near step {position.step}: rolled back to step {restored.step} "
-               f"with learning rates x{restored.lr_scale:g}")
+    run.truncate_samples(restored.step)
+    tqdm.write(f"non-finite loss or weight near step {position.step}: rolled back to step {restored.step} "
+               f"with learning rates x{restored.lr_scale:g}", file=sys.stderr)
     return restored

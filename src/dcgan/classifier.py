@@ -1,0 +1,297 @@
+"""The feature network of the sample-quality metrics: a small CNN classifier, its training and its files.
+
+FID, KID and precision/recall are computed in the penultimate-layer features of this network;
+its softmax gives the class statistics. The MNIST one ships as `assets/mnist_classifier.pt`.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import ImageData, load_data
+from .errors import UserError
+
+KIND = "dcgan-classifier"
+FORMAT_VERSION = 1
+FEATURE_DIM = 128
+BUNDLED_NAME = "mnist_classifier.pt"
+
+
+class DigitClassifier(nn.Module):
+    """Images (B, C, S, S) in [0, 1] -> class logits (B, num_classes); `features` stops one layer earlier.
+
+    Shapes are written for MNIST (C = 1, S = 28); other sizes scale the same way (S / 4 after pooling).
+    """
+
+    def __init__(self, *, channels: int = 1, image_size: int = 28, num_classes: int = 10,
+                 feature_dim: int = FEATURE_DIM) -> None:
+        super().__init__()
+        self.channels = channels
+        self.image_size = image_size
+        self.num_classes = num_classes
+        self.feature_dim = feature_dim
+        base = image_size // 4
+        self.body = nn.Sequential(
+            _conv_block(channels, 32),  # (B, 32, 28, 28)
+            nn.MaxPool2d(2),  # (B, 32, 14, 14)
+            _conv_block(32, 64),  # (B, 64, 14, 14)
+            nn.MaxPool2d(2),  # (B, 64, 7, 7)
+            _conv_block(64, 128),  # (B, 128, 7, 7)
+            nn.MaxPool2d(2),  # (B, 128, 3, 3)
+            nn.Flatten(),  # (B, 128*3*3)
+            nn.Linear(128 * (base // 2) ** 2, feature_dim, bias=False),  # (B, 128)
+            nn.BatchNorm1d(feature_dim),
+            nn.ReLU(),
+        )
+        self.dropout = nn.Dropout(0.3)
+        self.head = nn.Linear(feature_dim, num_classes)  # (B, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer activations, (B, feature_dim): the space the metrics are computed in."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(x)))
+
+
+def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+
+
+@dataclass(frozen=True)
+class ClassifierInfo:
+    """What a classifier file says about itself besides its weights."""
+
+    channels: int
+    image_size: int
+    classes: tuple[str, ...]
+    data: str
+    test_accuracy: float
+    source: str
+    seed: int = 0
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.image_size, self.image_size)
+
+    def describe_shape(self) -> str:
+        """`1x28x28`."""
+        return "x".join(str(d) for d in self.input_shape)
+
+    def label(self) -> str:
+        """`bundled mnist_classifier.pt`, or the file's path."""
+        return f"bundled {BUNDLED_NAME}" if Path(self.source) == bundled_path() else self.source
+
+
+@dataclass(frozen=True)
+class LoadedClassifier:
+    """A classifier in inference mode, with its description."""
+
+    model: DigitClassifier
+    info: ClassifierInfo
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """What the classifier makes of a set of images: features (N, D) and class probabilities (N, K)."""
+
+    features: torch.Tensor
+    probabilities: torch.Tensor
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Hyper-parameters of `train_classifier` (the defaults give the bundled MNIST network)."""
+
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    augment: bool = True
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+
+def bundled_path() -> Path:
+    """The MNIST classifier that ships with the package."""
+    return Path(str(resources.files("dcgan") / "assets" / BUNDLED_NAME))
+
+
+def save_classifier(model: DigitClassifier, path: str | Path, *, classes: tuple[str, ...], data: str,
+                    test_accuracy: float, settings: TrainSettings) -> Path:
+    """Write the weights and their description as a `weights_only`-loadable file."""
+    from .checkpoint import atomic_save
+
+    payload = {"kind": KIND, "format_version": FORMAT_VERSION,
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+               "channels": model.channels, "image_size": model.image_size, "num_classes": model.num_classes,
+               "feature_dim": model.feature_dim, "classes": list(classes), "data": data,
+               "test_accuracy": float(test_accuracy), "settings": vars(settings).copy()}
+    atomic_save(payload, path)
+    return Path(path)
+
+
+def load_classifier(path: str | Path | None = None, *, device: torch.device | str = "cpu") -> LoadedClassifier:
+    """Load a classifier file (the bundled MNIST one when `path` is None), in inference mode."""
+    path = bundled_path() if path is None else Path(path)
+    payload = _read_payload(path)
+    try:
+        model = DigitClassifier(channels=int(payload["channels"]), image_size=int(payload["image_size"]),
+                                num_classes=int(payload["num_classes"]), feature_dim=int(payload["feature_dim"]))
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"--classifier {path}: damaged classifier file ({reason})") from None
+    info = ClassifierInfo(channels=model.channels, image_size=model.image_size,
+                          classes=tuple(str(c) for c in payload.get("classes", range(model.num_classes))),
+                          data=str(payload.get("data", "?")),
+                          test_accuracy=float(payload.get("test_accuracy", math.nan)), source=str(path),
+                          seed=int(payload.get("settings", {}).get("seed", 0)))
+    return LoadedClassifier(model.to(device).eval(), info)
+
+
+def _read_payload(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"--classifier {path}: no such file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"--classifier {path}: not a readable classifier file ({reason})") from None
+    if not isinstance(payload, dict) or payload.get("kind") != KIND:
+        raise UserError(f"--classifier {path}: not a dcgan classifier file (make one with "
+                        f"`dcgan classifier train`)")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"--classifier {path}: unsupported classifier format {payload.get('format_version')!r}")
+    return payload
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference
+# ---------------------------------------------------------------------------------------------
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> float in [0, 1], the network's input."""
+    return images.float().div_(255.0)
+
+
+@torch.no_grad()
+def embed(classifier: LoadedClassifier, images: torch.Tensor, *, batch_size: int = 500) -> Embedding:
+    """Features and softmax probabilities of uint8 images (N, C, H, W), computed in batches."""
+    model = classifier.model
+    device = next(model.parameters()).device
+    features, probabilities = [], []
+    for start in range(0, images.shape[0], batch_size):
+        x = to_input(images[start:start + batch_size].to(device))
+        f = model.features(x)  # (B, D)
+        features.append(f.float().cpu())
+        probabilities.append(F.softmax(model.head(f).float(), dim=1).cpu())  # (B, K)
+    return Embedding(torch.cat(features), torch.cat(probabilities))
+
+
+@torch.no_grad()
+def accuracy(classifier: LoadedClassifier, data: ImageData) -> float:
+    """Fraction of `data` whose predicted class is its label."""
+    predicted = embed(classifier, data.images).probabilities.argmax(1)
+    return float((predicted == data.labels).float().mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+def train_test_data(spec: str, *, channels: int, image_size: int, download: bool = False, seed: int = 0,
+                    holdout: float = 0.1) -> tuple[ImageData, ImageData]:
+    """The training set and a test set: the dataset's own test split, or a seeded hold-out of 10%."""
+    train = load_data(spec, split="train", channels=channels, image_size=image_size, download=download)
+    if _has_test_split(spec):
+        test = load_data(spec, split="test", channels=channels, image_size=image_size, download=download)
+        return train, test
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    n_test = max(1, round(len(train) * holdout))
+    if len(train) - n_test < 2:
+        raise UserError(f"--data {spec}: {len(train)} images are too few to train and test a classifier")
+    pick = lambda index: ImageData(train.images[index], train.labels[index], train.classes, train.source)  # noqa: E731
+    return pick(order[n_test:]), pick(order[:n_test])
+
+
+def _has_test_split(spec: str) -> bool:
+    if spec == "mnist" or spec.startswith("torchvision:"):
+        return True
+    path = Path(spec)
+    return path.is_dir() and any(p.name.startswith("t10k-images-idx3-ubyte") for p in path.iterdir())
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random small rotations (±8°), scalings (±8%) and shifts (±2 px) of a float batch (B, C, H, W)."""
+    b = x.shape[0]
+    uniform = lambda scale: (torch.rand(b, generator=generator) * 2 - 1) * scale  # noqa: E731
+    angle, zoom = uniform(math.radians(8)), 1 + uniform(0.08)
+    shift_x, shift_y = uniform(4 / x.shape[-1]), uniform(4 / x.shape[-2])  # 2 px in [-1, 1] coordinates
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def train_classifier(train: ImageData, test: ImageData, settings: TrainSettings, *,
+                     device: torch.device | str = "cpu",
+                     report: Callable[[int, float, float], None] | None = None) -> tuple[DigitClassifier, float]:
+    """Train a classifier with AdamW and a one-cycle schedule; returns it and its accuracy on `test`."""
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    _, channels, height, _ = train.images.shape
+    model = DigitClassifier(channels=channels, image_size=height,
+                            num_classes=max(len(train.classes), int(train.labels.max()) + 1)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr,
+                                                   total_steps=settings.epochs * steps_per_epoch)
+    loaded = LoadedClassifier(model, _info_of(model, train))
+    for epoch in range(settings.epochs):
+        model.train()
+        loss = _train_epoch(model, train, settings, generator, optimizer, schedule, device)
+        model.eval()
+        test_accuracy = accuracy(loaded, test)
+        if report is not None:
+            report(epoch + 1, loss, test_accuracy)
+    return model.eval(), test_accuracy
+
+
+def _train_epoch(model: DigitClassifier, train: ImageData, settings: TrainSettings, generator: torch.Generator,
+                 optimizer: torch.optim.Optimizer, schedule: Any, device: torch.device | str) -> float:
+    order = torch.randperm(len(train), generator=generator)
+    total, batches = 0.0, 0
+    for start in range(0, len(train), settings.batch_size):
+        index = order[start:start + settings.batch_size]
+        if index.numel() < 2:  # batch norm cannot train on one sample
+            continue
+        x = to_input(train.images[index])
+        if settings.augment:
+            x = augment(x, generator)
+        loss = F.cross_entropy(model(x.to(device)), train.labels[index].to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        total, batches = total + loss.item(), batches + 1
+    return total / max(batches, 1)
+
+
+def _info_of(model: DigitClassifier, data: ImageData) -> ClassifierInfo:
+    return ClassifierInfo(channels=model.channels, image_size=model.image_size, classes=data.classes,
+                          data=data.source, test_accuracy=math.nan, source="(training)")

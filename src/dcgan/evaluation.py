@@ -1,0 +1,413 @@
+"""Scoring samples: loading them, the cached reference features, the report, and `--eval-every`.
+
+Samples and references are uint8 (N, C, H, W) tensors, 0 = background (MNIST's polarity).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .classifier import ClassifierInfo, LoadedClassifier, embed, load_classifier
+from .config import TrainConfig
+from .data import IMAGE_EXTENSIONS, ImageData, cache_dir, load_data
+from .errors import UserError
+from .metrics import (ClassStats, GaussianFit, KernelDistance, PrecisionRecall, class_stats, frechet_distance,
+                      gaussian_fit, kernel_distance, precision_recall)
+from .rundir import RunDirectory, replace_atomically
+
+MIN_SAMPLES = 50  # below this, k-NN manifolds and covariances say little
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Metric parameters: k of the k-NN manifolds, KID's subsets, and the seed of every random choice."""
+
+    k: int = 3
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The reference set's features and their Gaussian fit."""
+
+    features: torch.Tensor
+    fit: GaussianFit
+    description: str
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Every number `dcgan evaluate` reports, and what was compared."""
+
+    fid: float
+    kid: KernelDistance
+    manifold: PrecisionRecall
+    classes: ClassStats
+    num_samples: int
+    samples: str
+    reference: str
+    num_reference: int
+    classifier: str
+    classifier_accuracy: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A flat JSON-friendly dict (NaN becomes null)."""
+        values = {
+            "fid": self.fid, "kid": self.kid.mean, "kid_std": self.kid.std, "kid_subsets": self.kid.subsets,
+            "kid_subset_size": self.kid.subset_size, "precision": self.manifold.precision,
+            "recall": self.manifold.recall, "k": self.manifold.k, "confidence": self.classes.confidence,
+            "classes_covered": self.classes.classes_covered, "num_classes": len(self.classes.histogram),
+            "class_entropy": self.classes.entropy, "class_histogram": list(self.classes.histogram),
+            "class_match": self.classes.class_match, "num_samples": self.num_samples, "samples": self.samples,
+            "reference": self.reference, "num_reference": self.num_reference, "classifier": self.classifier,
+            "classifier_test_accuracy": self.classifier_accuracy,
+        }
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
+
+    def columns(self) -> dict[str, float]:
+        """The numbers logged to metrics.csv during training."""
+        return {"fid": self.fid, "kid": self.kid.mean, "precision": self.manifold.precision,
+                "recall": self.manifold.recall, "classes_covered": float(self.classes.classes_covered),
+                "class_entropy": self.classes.entropy, "confidence": self.classes.confidence}
+
+
+# ---------------------------------------------------------------------------------------------
+# Samples
+# ---------------------------------------------------------------------------------------------
+
+def load_samples(path: str | Path, info: ClassifierInfo) -> torch.Tensor:
+    """Read samples from a folder of images or an N x H x W (x C) uint8 .npy file, as (N, C, H, W)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"--samples {path}: no such file or directory")
+    if path.is_dir():
+        images = _load_image_dir(path, info)
+    elif path.suffix.lower() == ".npy":
+        images = _load_npy(path)
+    else:
+        raise UserError(f"--samples {path}: expected a folder of PNG images or a .npy file")
+    return check_samples(images, info, f"--samples {path}")
+
+
+def _load_npy(path: Path) -> torch.Tensor:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise UserError(f"--samples {path}: not a readable .npy array ({str(exc).splitlines()[0]})") from None
+    if array.dtype != np.uint8:
+        raise UserError(f"--samples {path}: expected uint8 pixels (0 = background, 255 = ink), got {array.dtype}")
+    if array.ndim == 3:
+        array = array[:, None]
+    elif array.ndim == 4 and array.shape[-1] in (1, 3):
+        array = array.transpose(0, 3, 1, 2)
+    elif not (array.ndim == 4 and array.shape[1] in (1, 3)):
+        raise UserError(f"--samples {path}: expected an N x H x W or N x H x W x C array, got shape {array.shape}")
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _load_image_dir(path: Path, info: ClassifierInfo) -> torch.Tensor:
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise UserError(f"--samples {path}: no PNG images in this folder")
+    mode = "L" if info.channels == 1 else "RGB"
+    images = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                array = np.asarray(image.convert(mode), dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise UserError(f"--samples {path}: cannot read image {file.name} ({exc})") from None
+        if array.shape[:2] != (info.image_size, info.image_size):
+            raise UserError(f"--samples {path}: {file.name} is {array.shape[1]}x{array.shape[0]} pixels, but the "
+                            f"feature network {Path(info.source).name} takes {info.describe_shape()} images")
+        images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
+    return torch.from_numpy(np.stack(images))
+
+
+def check_samples(images: torch.Tensor, info: ClassifierInfo, origin: str) -> torch.Tensor:
+    """Refuse samples whose shape the feature network does not take, or too few of them."""
+    shape = tuple(images.shape[1:])
+    if shape != info.input_shape:
+        got = "x".join(str(d) for d in shape)
+        raise UserError(f"{origin}: samples are {got} images, but the feature network {Path(info.source).name} "
+                        f"takes {info.describe_shape()} images (train one for this data with "
+                        f"`dcgan classifier train` and pass it with --classifier)")
+    if images.shape[0] < MIN_SAMPLES:
+        raise UserError(f"{origin}: {images.shape[0]} samples are too few; at least {MIN_SAMPLES} are needed "
+                        f"(10000 is the usual number)")
+    return images
+
+
+def samples_from_checkpoint(path: str | Path, info: ClassifierInfo, *, num: int, seed: int,
+                            device: torch.device) -> torch.Tensor:
+    """`num` samples of a checkpoint's generator, as uint8 (N, C, H, W)."""
+    from .sampling import generate, load_generator
+
+    if num < MIN_SAMPLES:
+        raise UserError(f"--num {num}: too few samples; at least {MIN_SAMPLES} are needed (10000 is the usual number)")
+    generator, _ = load_generator(path, device)
+    images = torch.from_numpy(generate(generator, num, seed=seed, device=device)).permute(0, 3, 1, 2)
+    return check_samples(images.contiguous(), info, f"--checkpoint {path}")
+
+
+def load_requested(path: str | Path, num: int) -> torch.Tensor:
+    """The class each sample was asked to be: a 1-d integer .npy array, one entry per sample."""
+    path = Path(path)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"--labels {path}: no such file") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise UserError(f"--labels {path}: not a readable .npy array ({str(exc).splitlines()[0]})") from None
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer) or len(array) != num:
+        raise UserError(f"--labels {path}: expected {num} integer class labels, got a {array.dtype} array "
+                        f"of shape {array.shape}")
+    return torch.from_numpy(array.astype(np.int64))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference
+# ---------------------------------------------------------------------------------------------
+
+def reference_data(spec: str, info: ClassifierInfo, *, split: str = "test", download: bool = False) -> ImageData:
+    """The reference images (MNIST's test set by default), in the feature network's shape."""
+    data = load_data(spec, split=split, channels=info.channels, image_size=info.image_size, download=download)
+    if len(data) < MIN_SAMPLES:
+        raise UserError(f"--reference {spec}: {len(data)} images are too few; at least {MIN_SAMPLES} are needed")
+    return data
+
+
+def reference_features(classifier: LoadedClassifier, data: ImageData, *, description: str,
+                       use_cache: bool = True) -> Reference:
+    """Features of the reference set, cached on disk by the content of the images and of the network."""
+    path = cache_dir() / "reference" / f"{_fingerprint(classifier, data.images)}.pt"
+    features = _read_cached(path) if use_cache else None
+    if features is None:
+        features = embed(classifier, data.images).features
+        if use_cache:
+            _write_cached(path, features)
+    return Reference(features, gaussian_fit(features), description)
+
+
+def _fingerprint(classifier: LoadedClassifier, images: torch.Tensor) -> str:
+    digest = hashlib.sha256(f"v{CACHE_VERSION} {tuple(images.shape)}".encode())
+    for name, tensor in classifier.model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(images.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _read_cached(path: Path) -> torch.Tensor | None:
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)["features"]
+    except Exception:  # noqa: BLE001 - a damaged cache is recomputed, never trusted
+        return None
+
+
+def _write_cached(path: Path, features: torch.Tensor) -> None:
+    from .checkpoint import atomic_save
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save({"features": features}, path)
+    except OSError:
+        pass  # the cache is an optimisation: an unwritable cache directory is not an error
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------------
+
+def evaluate(classifier: LoadedClassifier, images: torch.Tensor, reference: Reference, *,
+             settings: EvalSettings = EvalSettings(), samples: str = "samples",
+             requested: torch.Tensor | None = None) -> Evaluation:
+    """Score uint8 samples (N, C, H, W) against a reference in the classifier's feature space."""
+    smallest = min(images.shape[0], reference.features.shape[0])
+    if settings.k >= smallest:
+        raise UserError(f"--k {settings.k}: must be smaller than the number of samples ({smallest})")
+    embedding = embed(classifier, images)
+    features = embedding.features
+    fid = frechet_distance(gaussian_fit(features), reference.fit) if torch.isfinite(features).all() else math.nan
+    kid = kernel_distance(features, reference.features, subsets=settings.kid_subsets,
+                          subset_size=settings.kid_subset_size, seed=settings.seed)
+    real, fake = _equal_sized(reference.features, features, settings.seed)
+    manifold = precision_recall(real, fake, k=settings.k)
+    return Evaluation(fid=fid, kid=kid, manifold=manifold,
+                      classes=class_stats(embedding.probabilities, requested=requested),
+                      num_samples=images.shape[0], samples=samples, reference=reference.description,
+                      num_reference=reference.features.shape[0], classifier=classifier.info.label(),
+                      classifier_accuracy=classifier.info.test_accuracy)
+
+
+def _equal_sized(real: torch.Tensor, fake: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random subsets of the same size: k-NN radii, so precision and recall, depend on the set size."""
+    n = min(real.shape[0], fake.shape[0])
+    generator = torch.Generator().manual_seed(seed)
+    pick = lambda x: x if x.shape[0] == n else x[torch.randperm(x.shape[0], generator=generator)[:n]]  # noqa: E731
+    return pick(real), pick(fake)
+
+
+def format_report(result: Evaluation) -> str:
+    """The human-readable table of `dcgan evaluate`."""
+    c = result.classes
+    total = max(sum(c.histogram), 1)
+    histogram = "  ".join(f"{i}:{100 * n / total:.1f}%" for i, n in enumerate(c.histogram))
+    rows = [
+        ("samples", f"{result.num_samples} from {result.samples}"),
+        ("reference", f"{result.num_reference} from {result.reference}"),
+        ("feature network", f"{result.classifier} (test accuracy {100 * result.classifier_accuracy:.2f}%)"),
+        ("FID", f"{result.fid:.3f}"),
+        ("KID", f"{result.kid.mean:.5f} ± {result.kid.std:.5f} ({result.kid.subsets} subsets of "
+                f"{result.kid.subset_size})"),
+        (f"precision (k={result.manifold.k})", f"{result.manifold.precision:.4f}"),
+        (f"recall (k={result.manifold.k})", f"{result.manifold.recall:.4f}"),
+        ("confidence", f"{c.confidence:.4f}"),
+        ("classes covered", f"{c.classes_covered} / {len(c.histogram)}"),
+        ("class entropy", f"{c.entropy:.4f} (1 = uniform)"),
+        ("class histogram", histogram),
+    ]
+    if c.class_match is not None:
+        rows.append(("requested class", f"{c.class_match:.4f}"))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def to_json(result: Evaluation) -> str:
+    """The evaluation as one line of JSON."""
+    return json.dumps(result.to_dict(), allow_nan=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# During training
+# ---------------------------------------------------------------------------------------------
+
+class TrainingEvaluator:
+    """`--eval-every N`: scores the generator every N steps, plots fid.png and keeps checkpoints/best.pt."""
+
+    def __init__(self, *, classifier: LoadedClassifier, reference: Reference, every: int, num: int, seed: int,
+                 run_root: Path, checkpoints: Path, metrics_csv: Path) -> None:
+        self.classifier = classifier
+        self.reference = reference
+        self.every = every
+        self.num = num
+        self.seed = seed
+        self.root = run_root
+        self.best_path = checkpoints / "best.pt"
+        self.history = _fid_history(metrics_csv)
+        self.best_fid = _best_fid(self.best_path)
+
+    def due(self, step: int, final: bool) -> bool:
+        """Every `every` steps, and at the run's last step."""
+        return step % self.every == 0 or final
+
+    def __call__(self, generator: torch.nn.Module, step: int, final: bool,
+                 payload: Callable[[], dict[str, Any]]) -> dict[str, float]:
+        """Score the generator when due; returns the metrics.csv columns ({} when not due)."""
+        if not self.due(step, final) or not all(torch.isfinite(p).all() for p in generator.parameters()):
+            return {}  # a broken generator is the roll-back's business, not a score
+        from .sampling import generate
+
+        device = next(generator.parameters()).device
+        was_training = generator.training
+        generator.eval()
+        try:
+            samples = generate(generator, self.num, seed=self.seed, device=device)
+        finally:
+            generator.train(was_training)
+        images = torch.from_numpy(samples).permute(0, 3, 1, 2).contiguous()
+        result = evaluate(self.classifier, images, self.reference, samples=f"step {step}",
+                          settings=EvalSettings(kid_subsets=20))
+        self.history = [(s, f) for s, f in self.history if s < step] + [(step, result.fid)]  # after a roll-back
+        replace_atomically(self.root / "fid.png", lambda tmp: plot_fid(self.history, tmp))
+        if math.isfinite(result.fid) and result.fid < self.best_fid:
+            self._save_best(payload(), result)
+        return result.columns()
+
+    def _save_best(self, payload: dict[str, Any], result: Evaluation) -> None:
+        from .checkpoint import FORMAT_VERSION, KIND, atomic_save
+
+        try:
+            atomic_save({"kind": KIND, "format_version": FORMAT_VERSION, **payload, "eval": result.columns()},
+                        self.best_path)
+        except OSError as exc:
+            raise UserError(f"cannot write checkpoint {self.best_path}: {exc.strerror or exc}") from None
+        self.best_fid = result.fid
+
+
+def feature_network_for(config: TrainConfig, device: torch.device | str = "cpu") -> LoadedClassifier:
+    """The `--eval-classifier` of a training config (bundled MNIST by default), checked against its images."""
+    classifier = load_classifier(config.eval_classifier or None, device=device)
+    info = classifier.info
+    if info.input_shape != (config.channels, config.image_size, config.image_size):
+        raise UserError(f"--eval-every: the feature network {Path(info.source).name} takes {info.describe_shape()} "
+                        f"images, but this run makes {config.channels}x{config.image_size}x{config.image_size}; "
+                        f"train one with `dcgan classifier train --data {config.data}` and pass --eval-classifier")
+    if config.eval_samples < MIN_SAMPLES:
+        raise UserError(f"--eval-samples {config.eval_samples}: at least {MIN_SAMPLES} are needed")
+    return classifier
+
+
+def evaluate_during_training(config: TrainConfig, run: RunDirectory, device: torch.device) -> TrainingEvaluator | None:
+    """The `--eval-every` evaluator of a run (None when it is off)."""
+    if config.eval_every <= 0:
+        return None
+    classifier = feature_network_for(config, device)
+    info = classifier.info
+    data = reference_data(config.data, info, download=config.download)
+    reference = reference_features(classifier, data, description=f"{config.data} (test)")
+    return TrainingEvaluator(classifier=classifier, reference=reference, every=config.eval_every,
+                             num=config.eval_samples, seed=config.seed, run_root=run.root,
+                             checkpoints=run.checkpoints, metrics_csv=run.metrics_csv)
+
+
+def _fid_history(metrics_csv: Path) -> list[tuple[int, float]]:
+    from .artifacts import read_metrics
+
+    if not metrics_csv.is_file():
+        return []
+    rows = read_metrics(metrics_csv)
+    return [(int(row["step"]), row["fid"]) for row in rows if math.isfinite(row.get("fid", math.nan))]
+
+
+def _best_fid(path: Path) -> float:
+    if not path.is_file():
+        return math.inf
+    try:
+        return float(torch.load(path, map_location="cpu", weights_only=True)["eval"]["fid"])
+    except Exception:  # noqa: BLE001 - an unreadable best.pt is replaced by the next evaluation
+        return math.inf
+
+
+def plot_fid(history: list[tuple[int, float]], path: Path) -> None:
+    """FID against the training step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = sorted((s, f) for s, f in history if math.isfinite(f))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot([s for s, _ in points], [f for _, f in points], marker="o")
+    ax.set_xlabel("step")
+    ax.set_ylabel("FID (lower is better)")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,449 @@
+"""Bad input: every case ends with a one-line error, exit code 2, no traceback, and no file changed.
+
+Cases cover data, config files, command-line values, checkpoints and output folders (existing,
+read-only, full). Root ignores file permissions, so read-only and full folders are real tmpfs
+mounts where the machine allows mounting, and simulated failures of the same system calls
+(through the real code path) everywhere.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY, snapshot, write_idx
+from dcgan.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def assert_refused(result: tuple[int, str, str], expected: str, *, started: bool = False) -> str:
+    """Exit code 2 and exactly one error line, which contains `expected`.
+
+    A run that `started` has announced its run directory on the line before.
+    """
+    code, _, err = result
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    if started:
+        assert lines[0].startswith("run directory: "), err
+        lines = lines[1:]
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith(("dcgan: error: ", "dcgan train: error: ", "dcgan generate: error: ")), err
+    assert expected in lines[0], err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mnist_subset) -> Path:
+    """A finished 2-step run (module-wide: tests copy it before touching it)."""
+    from dcgan.cli import main
+
+    root = tmp_path_factory.mktemp("trained")
+    write_idx(root / "train-images-idx3-ubyte", mnist_subset["train_images"])
+    write_idx(root / "train-labels-idx1-ubyte", mnist_subset["train_labels"])
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", "--data", str(root), "--out", str(root / "run"), *TINY, "--steps", "2",
+                     "--batch-size", "16"]) == 0
+    finally:
+        torch.set_num_threads(previous)
+    return root / "run"
+
+
+@pytest.fixture
+def run_copy(trained: Path, tmp_path: Path) -> Path:
+    """A copy of the trained run, inside this test's folder (so `unchanged` covers it)."""
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    return copy
+
+
+@pytest.fixture
+def unchanged(tmp_path: Path) -> Iterator[None]:
+    """Fail the test if any file or folder under tmp_path was created, changed or removed."""
+    before = snapshot(tmp_path)
+    yield
+    assert snapshot(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+def idx_with(tmp_path: Path, images: np.ndarray, labels: np.ndarray) -> Path:
+    root = tmp_path / "idx-bad"
+    root.mkdir()
+    write_idx(root / "train-images-idx3-ubyte", images)
+    write_idx(root / "train-labels-idx1-ubyte", labels)
+    return root
+
+
+def data_missing(tmp_path: Path, subset: dict) -> Path:
+    return tmp_path / "nowhere"
+
+
+def data_empty_folder(tmp_path: Path, subset: dict) -> Path:
+    (tmp_path / "empty").mkdir()
+    return tmp_path / "empty"
+
+
+def data_is_a_file(tmp_path: Path, subset: dict) -> Path:
+    (tmp_path / "data.txt").write_text("1,2,3\n")
+    return tmp_path / "data.txt"
+
+
+def folder_without_images(tmp_path: Path, subset: dict) -> Path:
+    (tmp_path / "folder" / "cats").mkdir(parents=True)
+    (tmp_path / "folder" / "cats" / "notes.txt").write_text("no pictures here")
+    return tmp_path / "folder"
+
+
+def folder_without_classes(tmp_path: Path, subset: dict) -> Path:
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "a.png").write_bytes(b"")
+    return tmp_path / "folder"
+
+
+def folder_with_a_broken_image(tmp_path: Path, subset: dict) -> Path:
+    from PIL import Image
+
+    (tmp_path / "folder" / "0").mkdir(parents=True)
+    Image.fromarray(subset["train_images"][0]).save(tmp_path / "folder" / "0" / "good.png")
+    (tmp_path / "folder" / "0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return tmp_path / "folder"
+
+
+def idx_truncated(tmp_path: Path, subset: dict) -> Path:
+    root = idx_with(tmp_path, subset["train_images"], subset["train_labels"])
+    images = root / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:5000])
+    return root
+
+
+def idx_count_mismatch(tmp_path: Path, subset: dict) -> Path:
+    return idx_with(tmp_path, subset["train_images"], subset["train_labels"][:500])
+
+
+def idx_bad_magic(tmp_path: Path, subset: dict) -> Path:
+    root = idx_with(tmp_path, subset["train_images"], subset["train_labels"])
+    (root / "train-images-idx3-ubyte").write_bytes(b"GIF89a" + bytes(100))
+    return root
+
+
+DATA_CASES: dict[str, tuple[Callable[[Path, dict], Path], str]] = {
+    "missing": (data_missing, "no such file or directory"),
+    "empty-folder": (data_empty_folder, "the directory is empty"),
+    "a-file": (data_is_a_file, "expected a directory"),
+    "folder-without-images": (folder_without_images, "no images found"),
+    "folder-without-classes": (folder_without_classes, "no class subfolders"),
+    "broken-image": (folder_with_a_broken_image, "cannot read image"),
+    "idx-truncated": (idx_truncated, "truncated"),
+    "idx-count-mismatch": (idx_count_mismatch, "512 images but 500 labels"),
+    "idx-bad-magic": (idx_bad_magic, "not an IDX file"),
+}
+
+
+@pytest.mark.parametrize("case", DATA_CASES)
+def test_bad_data(run_cli, tmp_path, mnist_subset, case):
+    make, expected = DATA_CASES[case]
+    data = make(tmp_path, mnist_subset)
+    before = snapshot(tmp_path)
+    assert_refused(run_cli("train", "--data", data, "--out", tmp_path / "out", *TINY, "--steps", "1"), expected)
+    assert snapshot(tmp_path) == before  # in particular: no half-made run directory
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Config files and command-line values
+# ---------------------------------------------------------------------------------------------
+
+CONFIG_CASES = {
+    "syntax-error": ("batch_size = = 3\n", "is not valid TOML"),
+    "unknown-key": ("batch_size = 32\nlearning_rate = 0.1\n", "unknown setting(s) learning_rate"),
+    "wrong-type": ('batch_size = "32"\n', "'batch_size' must be a"),
+    "out-of-range": ("batch_size = 0\n", "--batch-size must be positive"),
+    "not-utf8": (b"data = \"\xff\xfe\"\n", "cannot read config file"),
+}
+
+
+@pytest.mark.parametrize("case", CONFIG_CASES)
+def test_bad_config_file(run_cli, tmp_path, case):
+    text, expected = CONFIG_CASES[case]
+    config = tmp_path / "config.toml"
+    config.write_bytes(text if isinstance(text, bytes) else text.encode())
+    before = snapshot(tmp_path)
+    assert_refused(run_cli("train", "--config", config, "--out", tmp_path / "out"), expected)
+    assert snapshot(tmp_path) == before
+
+
+def test_missing_config_file(run_cli, tmp_path, unchanged):
+    assert_refused(run_cli("train", "--config", tmp_path / "nope.toml", "--out", tmp_path / "out"),
+                   "config file not found")
+
+
+FLAG_CASES = {
+    "batch-size-0": (["--batch-size", "0"], "argument --batch-size: must be a positive integer"),
+    "batch-size-1": (["--batch-size", "1"], "--batch-size must be at least 2"),
+    "lr-d-negative": (["--lr-d", "-1"], "argument --lr-d: must be a positive number"),
+    "lr-g-nan": (["--lr-g", "nan"], "argument --lr-g: must be a positive number"),
+    "unknown-device": (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+    "steps-not-a-number": (["--steps", "ten"], "argument --steps: expected an integer"),
+    "beta1-too-large": (["--beta1", "1.5"], "--beta1 must be in [0, 1)"),
+    "nothing-to-train": (["--epochs", "0"], "nothing to train"),
+    "image-size": (["--image-size", "30"], "--image-size must be a multiple of 4"),
+    "channels": (["--channels", "2"], "--channels must be 1 or 3"),
+    "unknown-preset": (["--preset", "huge"], "argument --preset: invalid choice"),
+    "unknown-flag": (["--learning-rate", "0.1"], "unrecognized arguments: --learning-rate 0.1"),
+}
+
+
+@pytest.mark.parametrize("case", FLAG_CASES)
+def test_bad_flag(run_cli, tmp_path, case, unchanged):
+    flags, expected = FLAG_CASES[case]
+    assert_refused(run_cli("train", "--out", tmp_path / "out", *flags), expected)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_device(run_cli, tmp_path, idx_dir):
+    before = snapshot(tmp_path)
+    assert_refused(run_cli("train", "--data", idx_dir, "--out", tmp_path / "out", "--device", "cuda"),
+                   "--device cuda: not available on this machine")
+    assert snapshot(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+
+def test_generate_from_a_missing_checkpoint(run_cli, tmp_path, unchanged):
+    assert_refused(run_cli("generate", "--checkpoint", tmp_path / "nope.pt", "--out", tmp_path / "g.png", "--grid"),
+                   "checkpoint not found")
+
+
+def test_generate_from_a_file_that_is_not_ours(run_cli, tmp_path):
+    (tmp_path / "model.pt").write_text("weights, honest\n")
+    with_unchanged = snapshot(tmp_path)
+    assert_refused(run_cli("generate", "--checkpoint", tmp_path / "model.pt", "--out", tmp_path / "g.png", "--grid"),
+                   "is not a readable checkpoint")
+    assert snapshot(tmp_path) == with_unchanged
+
+
+def test_generate_from_a_pickle_carrying_code(run_cli, tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return os.mkdir, (str(tmp_path / "pwned"),)
+
+    torch.save({"kind": "dcgan-checkpoint", "x": Payload()}, tmp_path / "evil.pt")
+    before = snapshot(tmp_path)
+    assert_refused(run_cli("generate", "--checkpoint", tmp_path / "evil.pt", "--out", tmp_path / "g.png", "--grid"),
+                   "asks to run code")
+    assert snapshot(tmp_path) == before and not (tmp_path / "pwned").exists()
+
+
+def test_generate_from_a_truncated_checkpoint(run_cli, run_copy, tmp_path):
+    last = run_copy / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:100_000])
+    before = snapshot(tmp_path)
+    assert_refused(run_cli("generate", "--checkpoint", run_copy, "--out", tmp_path / "g.png", "--grid"),
+                   "is not a readable checkpoint")
+    assert snapshot(tmp_path) == before
+
+
+def test_generate_from_a_newer_format(run_cli, run_copy, tmp_path):
+    last = run_copy / "checkpoints" / "last.pt"
+    payload = torch.load(last, weights_only=True)
+    torch.save({**payload, "format_version": payload["format_version"] + 1}, last)
+    before = snapshot(tmp_path)
+    assert_refused(run_cli("generate", "--checkpoint", last, "--out", tmp_path / "g.png", "--grid"), "newer dcgan")
+    assert snapshot(tmp_path) == before
+
+
+def test_resume_a_folder_without_checkpoint(run_cli, tmp_path, unchanged):
+    assert_refused(run_cli("train", "--resume", tmp_path), "checkpoint not found")
+
+
+def test_resume_a_run_killed_before_its_first_checkpoint(run_cli, run_copy, tmp_path):
+    (run_copy / "checkpoints" / "last.pt").unlink()
+    before = snapshot(tmp_path)
+    assert_refused(run_cli("train", "--resume", run_copy), "stopped before its first checkpoint")
+    assert snapshot(tmp_path) == before
+
+
+def test_resume_from_a_checkpoint_that_is_not_ours(run_cli, run_copy, tmp_path):
+    torch.save(torch.nn.Linear(3, 3).state_dict(), run_copy / "checkpoints" / "last.pt")
+    before = snapshot(tmp_path)
+    assert_refused(run_cli("train", "--resume", run_copy), "is not a dcgan checkpoint")
+    assert snapshot(tmp_path) == before
+
+
+def test_resume_from_a_generator_only_checkpoint(run_cli, run_copy, tmp_path):
+    last = run_copy / "checkpoints" / "last.pt"
+    payload = torch.load(last, weights_only=True)
+    torch.save({k: payload[k] for k in ("kind", "format_version", "generator", "config", "step")}, last)
+    before = snapshot(tmp_path)
+    assert_refused(run_cli("train", "--resume", run_copy), "cannot be resumed")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--steps", "1"], "already at step 2, past the 1 steps asked for"),
+    (["--lr-d", "0.1"], "--resume: --lr-d cannot change in a resumed run"),
+    (["--out", "elsewhere"], "drop --out and --config"),
+], ids=["steps-below-current", "fixed-option", "out"])
+def test_resume_with_bad_options(run_cli, run_copy, tmp_path, flags, expected):
+    before = snapshot(tmp_path)
+    assert_refused(run_cli("train", "--resume", run_copy, "--quiet", *flags), expected)
+    assert snapshot(tmp_path) == before
+
+
+def test_resume_after_the_data_changed(run_cli, run_copy, tmp_path, mnist_subset):
+    smaller = idx_with(tmp_path, mnist_subset["train_images"][:256], mnist_subset["train_labels"][:256])
+    last = run_copy / "checkpoints" / "last.pt"
+    payload = torch.load(last, weights_only=True)
+    payload["config"]["data"] = str(smaller)  # as if the files at the run's data path had been replaced
+    torch.save(payload, last)
+    before = snapshot(tmp_path)
+    assert_refused(run_cli("train", "--resume", run_copy, "--quiet", "--steps", "4"),
+                   "trained on 512 images but the data now has 256")
+    assert snapshot(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Output folders: existing, read-only, full
+# ---------------------------------------------------------------------------------------------
+
+def test_train_into_a_non_empty_folder(run_cli, run_copy, tmp_path, idx_dir):
+    before = snapshot(tmp_path)
+    assert_refused(run_cli("train", "--data", idx_dir, "--out", run_copy, *TINY, "--steps", "1"),
+                   "already exists and is not empty")
+    assert snapshot(tmp_path) == before
+
+
+def test_train_into_a_file(run_cli, tmp_path, idx_dir):
+    (tmp_path / "out").write_text("keep me")
+    before = snapshot(tmp_path)
+    assert_refused(run_cli("train", "--data", idx_dir, "--out", tmp_path / "out", *TINY, "--steps", "1"),
+                   "already exists and is not empty")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("flags", [["--grid"], ["--format", "npy"], []], ids=["grid", "npy", "folder"])
+def test_generate_onto_an_existing_output(run_cli, trained, tmp_path, flags):
+    out = tmp_path / "out.png"
+    if flags:
+        out.write_bytes(b"precious")
+    else:
+        out.mkdir()
+        (out / "000000.png").write_bytes(b"precious")
+    before = snapshot(tmp_path)
+    assert_refused(run_cli("generate", "--checkpoint", trained, "--out", out, *flags), "already exists")
+    assert snapshot(tmp_path) == before
+
+
+def test_generate_into_a_missing_folder(run_cli, trained, tmp_path, unchanged):
+    assert_refused(run_cli("generate", "--checkpoint", trained, "--out", tmp_path / "no" / "g.png", "--grid"),
+                   "does not exist")
+
+
+def fail_with(number: int) -> Callable[..., None]:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError(number, os.strerror(number))
+
+    return fail
+
+
+def test_train_into_a_read_only_place_simulated(run_cli, tmp_path, idx_dir, monkeypatch):
+    monkeypatch.setattr(Path, "mkdir", fail_with(errno.EROFS))
+    before = snapshot(tmp_path)
+    assert_refused(run_cli("train", "--data", idx_dir, "--out", tmp_path / "out", *TINY, "--steps", "1"),
+                   "cannot create the run directory (Read-only file system)")
+    assert snapshot(tmp_path) == before
+
+
+def test_generate_into_a_read_only_place_simulated(run_cli, trained, tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr(Image.Image, "save", fail_with(errno.EACCES))
+    before = snapshot(tmp_path)
+    assert_refused(run_cli("generate", "--checkpoint", trained, "--out", tmp_path / "g.png", "--grid"),
+                   "cannot write (Permission denied)")
+    assert snapshot(tmp_path) == before
+
+
+def test_disk_full_during_a_checkpoint_save_simulated(run_cli, tmp_path, idx_dir, monkeypatch):
+    """The disk fills up at the step-4 save (reported at fsync, as delayed allocation does)."""
+    run = tmp_path / "run"
+    real_fsync, saves = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            saves.append(fd)
+            if len(saves) == 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    code, out, err = run_cli("train", "--data", idx_dir, "--out", run, *TINY, "--steps", "6", "--batch-size", "16",
+                             "--checkpoint-every", "2")
+    last = run / "checkpoints" / "last.pt"
+    assert_refused((code, out, err), f"cannot write checkpoint {last}: No space left on device", started=True)
+    assert load_checkpoint(last)["step"] == 2  # the previous checkpoint, whole
+    assert [p.name for p in last.parent.iterdir()] == ["last.pt"]
+
+
+# Real mounts: a full or read-only tmpfs, where this machine lets the tests mount one (root, CI).
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """mount(name, options) -> a fresh tmpfs in tmp_path; skips the test where mounting is not allowed."""
+    mounted: list[Path] = []
+
+    def mount(name: str, options: str) -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        if os.geteuid() != 0 or not shutil.which("mount"):
+            pytest.skip("mounting a tmpfs needs root")
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def test_disk_full_during_a_checkpoint_save_on_a_real_tmpfs(run_cli, tmp_path, idx_dir, tmpfs):
+    # 8 MB holds the first checkpoint (4.7 MB, no optimiser state yet), not a later one (14 MB).
+    disk = tmpfs("small", "size=8m")
+    run = disk / "run"
+    result = run_cli("train", "--data", idx_dir, "--out", run, *TINY, "--steps", "4", "--batch-size", "16",
+                     "--checkpoint-every", "2")
+    last = run / "checkpoints" / "last.pt"
+    assert_refused(result, f"cannot write checkpoint {last}: No space left on device", started=True)
+    assert load_checkpoint(last)["step"] == 0
+    assert [p.name for p in last.parent.iterdir()] == ["last.pt"]
+
+
+def test_train_and_generate_into_a_real_read_only_tmpfs(run_cli, trained, tmp_path, idx_dir, tmpfs):
+    read_only = tmpfs("ro", "ro,size=1m")
+    assert_refused(run_cli("train", "--data", idx_dir, "--out", read_only / "run", *TINY, "--steps", "1"),
+                   "cannot create the run directory (Read-only file system)")
+    assert_refused(run_cli("generate", "--checkpoint", trained, "--out", read_only / "g.png", "--grid"),
+                   "cannot write (Read-only file system)")
+    assert_refused(run_cli("generate", "--checkpoint", trained, "--out", read_only / "pngs"),
+                   "cannot write (Read-only file system)")
+    assert list(read_only.iterdir()) == []
