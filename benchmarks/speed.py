@@ -3,7 +3,7 @@
     python benchmarks/speed.py [--device cpu|cuda] [--batch-sizes 32,64,...] [--steps 60]
                                [--variants fp32,bf16,bf16+cl] [--json PATH]
 
-Each measurement builds the tutorial networks, runs `discriminator_step` + `generator_step` on
+Each measurement builds the tutorial networks, runs `train_step` (one D and one G step) on
 batches indexed from the in-memory MNIST tensor (on the device), discards warm-up steps, and
 reports images/s and peak memory (GPU: allocated by torch; CPU: the process's peak RSS).
 """
@@ -21,10 +21,11 @@ import torch
 
 from dcgan.config import TrainConfig
 from dcgan.data import ShuffledBatches, load_data
-from dcgan.training import build_gan, discriminator_step, generator_step, select_device
+from dcgan.training import build_gan, select_device, train_step
 
 VARIANTS = {"fp32": dict(precision="fp32"), "bf16": dict(precision="bf16"),
-            "fp32+cl": dict(precision="fp32", channels_last=True), "bf16+cl": dict(precision="bf16", channels_last=True)}
+            "fp32+cl": dict(precision="fp32", channels_last=True), "bf16+cl": dict(precision="bf16", channels_last=True),
+            "bf16+reuse": dict(precision="bf16", reuse_fake=True)}
 
 
 def measure(config: TrainConfig, device: torch.device, batches: ShuffledBatches, steps: int, warmup: int) -> float:
@@ -41,8 +42,7 @@ def measure(config: TrainConfig, device: torch.device, batches: ShuffledBatches,
         real, _ = next(stream)
         if config.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
-        noise = torch.randn(real.shape[0], config.latent_dim, device=device)
-        loss = discriminator_step(gan, real, noise)[0] + generator_step(gan, torch.randn_like(noise))
+        loss = train_step(gan, real, latent_dim=config.latent_dim, reuse_fake=config.reuse_fake)[0]
     loss.item()  # one sync at the end
     return steps * batches.batch_size / (time.perf_counter() - timed_from)
 

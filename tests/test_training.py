@@ -9,7 +9,8 @@ import torch
 from dcgan.artifacts import read_metrics
 from dcgan.config import TrainConfig
 from dcgan.rundir import RunDirectory
-from dcgan.training import LossMeter, build_gan, discriminator_step, generator_step, train
+from dcgan.training import (LossMeter, build_gan, discriminator_step, generator_step, learning_rates,
+                            resolve_precision, train, train_step)
 
 CPU = torch.device("cpu")
 
@@ -27,7 +28,9 @@ def test_discriminator_step_updates_only_d_and_reports_the_bce_loss() -> None:
     g_before = [p.clone() for p in gan.generator.parameters()]
     d_before = gan.discriminator.classify.weight.clone()
     real = torch.rand(8, 1, 28, 28) * 2 - 1
-    d_loss, d_real, d_fake = discriminator_step(gan, real, torch.randn(8, 16))
+    with torch.no_grad():
+        fake = gan.generator(torch.randn(8, 16))
+    d_loss, d_real, d_fake = discriminator_step(gan, real, fake)
     assert d_loss.item() == pytest.approx(math.log(2), abs=1e-6)
     assert d_real.item() == pytest.approx(0.5) and d_fake.item() == pytest.approx(0.5)
     assert all(torch.equal(a, b) for a, b in zip(g_before, gan.generator.parameters()))
@@ -39,7 +42,7 @@ def test_generator_step_updates_only_g_and_leaves_d_trainable() -> None:
     torch.nn.init.zeros_(gan.discriminator.classify.weight)
     torch.nn.init.zeros_(gan.discriminator.classify.bias)
     d_before = [p.clone() for p in gan.discriminator.parameters()]
-    g_loss = generator_step(gan, torch.randn(8, 16))
+    g_loss = generator_step(gan, gan.generator(torch.randn(8, 16)))
     assert g_loss.item() == pytest.approx(math.log(2), abs=1e-6)  # -log 0.5
     assert all(torch.equal(a, b) for a, b in zip(d_before, gan.discriminator.parameters()))
     assert all(p.requires_grad for p in gan.discriminator.parameters())
@@ -51,12 +54,35 @@ def test_generator_step_updates_only_g_and_leaves_d_trainable() -> None:
 def test_each_precision_and_memory_format_gives_finite_losses(precision: str, channels_last: bool) -> None:
     gan = _gan(precision=precision, channels_last=channels_last)
     real = torch.rand(8, 1, 28, 28) * 2 - 1
-    for _ in range(3):
-        d_loss, d_real, d_fake = discriminator_step(gan, real, torch.randn(8, 16))
-        g_loss = generator_step(gan, torch.randn(8, 16))
+    for reuse_fake in (False, True, False):
+        d_loss, d_real, d_fake, g_loss = train_step(gan, real, latent_dim=16, reuse_fake=reuse_fake)
     assert all(math.isfinite(v.item()) for v in (d_loss, d_real, d_fake, g_loss))
     assert gan.generator(torch.randn(4, 16)).shape == (4, 1, 28, 28)
     assert all(p.dtype == torch.float32 for p in gan.generator.parameters())  # fp32 master weights
+
+
+def test_reuse_fake_trains_g_on_the_batch_d_was_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    gan = _gan()
+    forward = gan.generator.forward
+    monkeypatch.setattr(gan.generator, "forward", lambda z: calls.append(z) or forward(z))
+    real = torch.rand(8, 1, 28, 28) * 2 - 1
+    train_step(gan, real, latent_dim=16, reuse_fake=False)
+    assert len(calls) == 2 and not torch.equal(calls[0], calls[1])  # fresh noise for each step
+    calls.clear()
+    g_before = [p.clone() for p in gan.generator.parameters()]
+    train_step(gan, real, latent_dim=16, reuse_fake=True)
+    assert len(calls) == 1
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, gan.generator.parameters()))  # G still learns
+
+
+def test_precision_auto_and_large_batch_learning_rates() -> None:
+    assert resolve_precision("fp32", CPU) == "fp32" and resolve_precision("bf16", CPU) == "bf16"
+    assert resolve_precision("auto", CPU) in ("fp32", "bf16")
+    assert resolve_precision("auto", torch.device("mps")) == "fp32"
+    assert learning_rates(TrainConfig(batch_size=128)) == (2e-4, 1e-3)
+    assert learning_rates(TrainConfig(batch_size=128, lr_scaling="linear")) == pytest.approx((8e-4, 4e-3))
+    assert learning_rates(TrainConfig(batch_size=128, lr_scaling="sqrt")) == pytest.approx((4e-4, 2e-3))
 
 
 def test_loss_meter_reads_the_same_means_as_per_step_logging() -> None:

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import DEVICES, PRECISIONS, PRESETS, TrainConfig, config_from_dict, read_toml, resolve_config
+from .config import (DEVICES, LR_SCALINGS, PRECISIONS, PRESETS, TrainConfig, config_from_dict, read_toml,
+                     resolve_config)
 from .errors import UserError
+from .losses import LOSSES
 
 # Options that may change when a run is resumed; everything else is fixed by the checkpoint.
 RESUMABLE = {"steps", "epochs", "time_limit", "device", "log_every", "sample_every", "checkpoint_every",
@@ -54,6 +56,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _unit_interval(text: str) -> float:
+    value = _number(text, float)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
+    return value
+
+
 def _number(text: str, kind: type) -> Any:
     try:
         return kind(text)
@@ -82,6 +91,16 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--lr-g", type=_positive_float, default=s, help="generator learning rate")
     g.add_argument("--beta1", type=_non_negative_float, default=s)
     g.add_argument("--beta2", type=_non_negative_float, default=s)
+    g.add_argument("--loss", choices=LOSSES, default=s, help="bce (the tutorial's), hinge or lsgan")
+    g.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, default=s,
+                   help="spectral normalisation of the discriminator's layers")
+    g.add_argument("--ema-decay", type=_unit_interval, default=s, metavar="D",
+                   help="keep a moving average of G's weights (decay D, e.g. 0.999) and sample from it; 0: off")
+    g.add_argument("--d-steps", type=_positive_int, default=s, help="discriminator steps per generator step")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=s,
+                   help="differentiable translation + cutout of real and generated images before D")
+    g.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=s,
+                   help="class-conditional GAN (labels from the data)")
     g.add_argument("--seed", type=_non_negative_int, default=s)
     g = p.add_argument_group("length")
     g.add_argument("--epochs", type=_non_negative_int, default=s)
@@ -90,8 +109,13 @@ def _add_train(sub: Any) -> None:
                    help="stop cleanly, with a checkpoint, after this many minutes")
     g = p.add_argument_group("execution and outputs")
     g.add_argument("--device", choices=DEVICES, default=s)
-    g.add_argument("--precision", choices=PRECISIONS, default=s)
+    g.add_argument("--precision", choices=PRECISIONS, default=s,
+                   help="auto (default): bf16 autocast where the CPU or GPU runs bf16 natively, else fp32")
     g.add_argument("--channels-last", action="store_true", default=s)
+    g.add_argument("--reuse-fake", action="store_true", default=s,
+                   help="the G step reuses the D step's generated batch: one generator forward per step")
+    g.add_argument("--lr-scaling", choices=LR_SCALINGS, default=s,
+                   help="for large batches: scale both learning rates by batch/32 (linear) or its root (sqrt)")
     g.add_argument("--log-every", type=_positive_int, default=s, metavar="STEPS")
     g.add_argument("--sample-every", type=_non_negative_int, default=s, metavar="STEPS")
     g.add_argument("--checkpoint-every", type=_non_negative_int, default=s, metavar="STEPS")

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .losses import LOSSES
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
+LR_SCALINGS = ("none", "sqrt", "linear")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,14 @@ class TrainConfig:
     lr_g: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
+    # recipe options beyond the tutorial; these defaults are the tutorial's behaviour
+    loss: str = "bce"  # bce (the tutorial's), hinge or lsgan: see losses.py
+    spectral_norm: bool = False  # spectral normalisation of D's layers
+    ema_decay: float = 0.0  # > 0: keep an exponential moving average of G's weights, used for sampling
+    d_steps: int = 1  # discriminator steps per generator step
+    augment: bool = False  # differentiable translation + cutout of D's inputs
+    conditional: bool = False  # class-conditional G and projection D
+    num_classes: int = 0  # set from the data when `conditional` (stored so checkpoints rebuild the model)
     # length: `steps` wins when set; `time_limit` (minutes) stops earlier, with a checkpoint
     epochs: int = 1
     steps: int = 0
@@ -41,8 +51,10 @@ class TrainConfig:
     # execution
     seed: int = 0
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"  # bf16 autocast where the hardware runs it natively, else fp32
     channels_last: bool = False
+    reuse_fake: bool = False  # the G step reuses the D step's generated batch (one G forward, not two)
+    lr_scaling: str = "none"  # large batches: scale learning rates by batch/32 (linear) or its root (sqrt)
     # outputs
     log_every: int = 50
     sample_every: int = 250
@@ -60,8 +72,9 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise UserError naming the option at fault when a value is out of range."""
         positive = ("image_size", "channels", "latent_dim", "batch_size", "log_every", "keep_checkpoints",
-                    "grid_size", "eval_samples")
-        non_negative = ("epochs", "steps", "sample_every", "checkpoint_every", "time_limit", "seed", "eval_every")
+                    "grid_size", "eval_samples", "d_steps")
+        non_negative = ("epochs", "steps", "sample_every", "checkpoint_every", "time_limit", "seed", "eval_every",
+                        "num_classes")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UserError(f"{flag(name)} must be positive, got {getattr(self, name)}")
@@ -75,6 +88,10 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise UserError(f"{flag(name)} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            raise UserError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.loss not in LOSSES:
+            raise UserError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.epochs == 0 and self.steps == 0:
             raise UserError("--epochs and --steps are both 0: nothing to train")
         if self.image_size % 4:
@@ -87,6 +104,8 @@ class TrainConfig:
             raise UserError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise UserError(f"--lr-scaling must be one of {', '.join(LR_SCALINGS)}, got {self.lr_scaling!r}")
         if self.preset not in PRESETS:
             raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
 

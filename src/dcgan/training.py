@@ -15,18 +15,22 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
+from .augment import diff_augment
 from .checkpoint import save_checkpoint
+from .conditional import ConditionalGenerator, ProjectionDiscriminator
 from .config import TrainConfig
 from .data import ShuffledBatches, load_data
+from .ema import EMA
 from .errors import UserError, reason
 from .evaluation import evaluate_during_training
-from .models import Discriminator, Generator
+from .losses import discriminator_loss, generator_loss
+from .models import Discriminator, Generator, with_spectral_norm
 from .rundir import RunDirectory
 
 MAX_ROLLBACKS = 3
+LR_REFERENCE_BATCH = 32  # the tutorial's batch size, which its learning rates were tuned for
 WARMUP_STEPS = 20  # excluded from the reported images/s, as in the baseline benchmark
 
 
@@ -46,49 +50,140 @@ def select_device(name: str) -> torch.device:
 
 @dataclass
 class GAN:
-    """The two networks and their optimisers."""
+    """The two networks, their optimisers, the loss, and the generator's moving average (if any)."""
 
-    generator: Generator
-    discriminator: Discriminator
+    generator: Generator | ConditionalGenerator
+    discriminator: Discriminator | ProjectionDiscriminator
     opt_g: torch.optim.Adam
     opt_d: torch.optim.Adam
     autocast: Any = field(default=contextlib.nullcontext)
+    loss: str = "bce"
+    augment: bool = False
+    ema: EMA | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        state = {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
+                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
 
     def load_state_dict(self, payload: dict[str, Any]) -> None:
         self.generator.load_state_dict(payload["generator"])
         self.discriminator.load_state_dict(payload["discriminator"])
         self.opt_g.load_state_dict(payload["opt_g"])
         self.opt_d.load_state_dict(payload["opt_d"])
+        if self.ema is not None:
+            self.ema.load_state_dict(payload["ema"])
+
+    def sampler(self) -> Generator | ConditionalGenerator:
+        """The generator that samples are drawn from: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.generator
 
 
-def build_generator(config: TrainConfig) -> Generator:
+def build_generator(config: TrainConfig) -> Generator | ConditionalGenerator:
     """The generator that a config describes."""
+    if config.conditional:
+        return ConditionalGenerator(latent_dim=config.latent_dim, num_classes=config.num_classes,
+                                    channels=config.channels, image_size=config.image_size)
     return Generator(latent_dim=config.latent_dim, channels=config.channels, image_size=config.image_size)
+
+
+def build_discriminator(config: TrainConfig) -> Discriminator | ProjectionDiscriminator:
+    """The discriminator that a config describes (spectrally normalised when asked)."""
+    if config.conditional:
+        discriminator = ProjectionDiscriminator(num_classes=config.num_classes, channels=config.channels,
+                                                image_size=config.image_size)
+    else:
+        discriminator = Discriminator(channels=config.channels, image_size=config.image_size)
+    return with_spectral_norm(discriminator) if config.spectral_norm else discriminator
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast is fast on `device`: CUDA with bf16, or a CPU whose oneDNN has bf16 kernels."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` is bf16 where the hardware runs it natively, else fp32."""
+    if precision == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    return precision
+
+
+def learning_rates(config: TrainConfig) -> tuple[float, float]:
+    """(lr_g, lr_d) after the large-batch rule: x (batch / 32) for linear, its square root for sqrt."""
+    ratio = config.batch_size / LR_REFERENCE_BATCH
+    factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[config.lr_scaling]
+    return config.lr_g * factor, config.lr_d * factor
 
 
 def build_gan(config: TrainConfig, device: torch.device) -> GAN:
     """Networks and Adam optimisers for `config`, on `device`, in its memory format and precision."""
     generator = build_generator(config).to(device)
-    discriminator = Discriminator(channels=config.channels, image_size=config.image_size).to(device)
+    discriminator = build_discriminator(config).to(device)
     if config.channels_last:
         generator.to(memory_format=torch.channels_last)
         discriminator.to(memory_format=torch.channels_last)
-    betas = (config.beta1, config.beta2)
     autocast = contextlib.nullcontext
-    if config.precision == "bf16":
+    if resolve_precision(config.precision, device) == "bf16":
         def autocast() -> Any:
             return torch.autocast(device.type, dtype=torch.bfloat16)
+    lr_g, lr_d = learning_rates(config)
+    # The fused kernel updates every parameter in one pass (same arithmetic as the default loop).
+    adam = dict(betas=(config.beta1, config.beta2), fused=device.type in ("cpu", "cuda"))
     return GAN(generator, discriminator,
-               torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=betas),
-               torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=betas),
-               autocast)
+               torch.optim.Adam(generator.parameters(), lr=lr_g, **adam),
+               torch.optim.Adam(discriminator.parameters(), lr=lr_d, **adam),
+               autocast, loss=config.loss, augment=config.augment,
+               ema=EMA(generator, decay=config.ema_decay) if config.ema_decay > 0 else None)
 
 
-def discriminator_step(gan: GAN, real: torch.Tensor, noise: torch.Tensor
+def train_step(gan: GAN, real: torch.Tensor, *, latent_dim: int, reuse_fake: bool,
+               labels: torch.Tensor | None = None, d_steps: int = 1
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`d_steps` D steps then one G step on a batch; returns (d_loss, D(x), D(G(z)), g_loss) on the device.
+
+    As in the tutorial, each step draws its own noise. With `reuse_fake`, the G step reuses the
+    batch the last D step was shown (one generator forward per step instead of two). A conditional
+    GAN's generated images are asked to be the classes of the real batch, `labels` (B,).
+    """
+    for _ in range(d_steps - 1):
+        noise = torch.randn(real.shape[0], latent_dim, device=real.device)
+        with gan.autocast(), torch.no_grad():
+            fake = _generate(gan, noise, labels)
+        discriminator_step(gan, real, fake, labels)
+    noise = torch.randn(real.shape[0], latent_dim, device=real.device)  # sized to the (maybe partial) batch
+    with gan.autocast():
+        if reuse_fake:
+            fake = _generate(gan, noise, labels)  # (B, C, H, W), graph kept for the G step
+        else:
+            with torch.no_grad():
+                fake = _generate(gan, noise, labels)
+    d_loss, d_real, d_fake = discriminator_step(gan, real, fake.detach(), labels)
+    if not reuse_fake:
+        with gan.autocast():
+            fake = _generate(gan, torch.randn_like(noise), labels)
+    g_loss = generator_step(gan, fake, labels)
+    return d_loss, d_real, d_fake, g_loss
+
+
+def _generate(gan: GAN, noise: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    return gan.generator(noise) if labels is None else gan.generator(noise, labels)
+
+
+def _d_logits(gan: GAN, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """D's logits (B, 1) of images (augmented first when the recipe says so), conditioned on `labels`."""
+    if gan.augment:
+        images = diff_augment(images)
+    return gan.discriminator.logits(images) if labels is None else gan.discriminator.logits(images, labels)
+
+
+def discriminator_step(gan: GAN, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One Adam step on D; returns (d_loss, mean D(x), mean D(G(z))), still on the device.
 
@@ -97,20 +192,17 @@ def discriminator_step(gan: GAN, real: torch.Tensor, noise: torch.Tensor
     """
     gan.opt_d.zero_grad(set_to_none=True)
     with gan.autocast():
-        with torch.no_grad():
-            fake = gan.generator(noise)  # (B, C, H, W), no graph into G
-        logits = gan.discriminator.logits(torch.cat([real, fake])).float()  # (2B, 1)
+        both = None if labels is None else torch.cat([labels, labels])
+        logits = _d_logits(gan, torch.cat([real, fake]), both).float()  # (2B, 1)
     real_logits, fake_logits = logits.split(real.shape[0])
-    d_loss_real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-    d_loss_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-    d_loss = 0.5 * (d_loss_real + d_loss_fake)
+    d_loss = discriminator_loss(gan.loss)(real_logits, fake_logits)  # bce: the tutorial's ½ [BCE(r, 1) + BCE(f, 0)]
     d_loss.backward()
     gan.opt_d.step()
     return d_loss.detach(), torch.sigmoid(real_logits).mean().detach(), torch.sigmoid(fake_logits).mean().detach()
 
 
-def generator_step(gan: GAN, noise: torch.Tensor) -> torch.Tensor:
-    """One Adam step on G; returns g_loss on the device.
+def generator_step(gan: GAN, fake: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """One Adam step on G through `fake = G(z)` (with its graph), then the EMA update; returns g_loss.
 
     L_G = BCE(D(G(z)), 1), i.e. -log D(G(z)). D's weights are frozen for this backward pass:
     their gradients would be thrown away, so they are not computed.
@@ -119,12 +211,14 @@ def generator_step(gan: GAN, noise: torch.Tensor) -> torch.Tensor:
     gan.discriminator.requires_grad_(False)
     try:
         with gan.autocast():
-            logits = gan.discriminator.logits(gan.generator(noise)).float()  # (B, 1)
-        g_loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+            logits = _d_logits(gan, fake, labels).float()  # (B, 1)
+        g_loss = generator_loss(gan.loss)(logits)
         g_loss.backward()
     finally:
         gan.discriminator.requires_grad_(True)
     gan.opt_g.step()
+    if gan.ema is not None:
+        gan.ema.update(gan.generator)
     return g_loss.detach()
 
 
@@ -275,10 +369,11 @@ def finite_weights(gan: GAN) -> bool:
 
 
 def set_lr_scale(gan: GAN, config: TrainConfig, scale: float) -> None:
+    lr_g, lr_d = learning_rates(config)
     for group in gan.opt_g.param_groups:
-        group["lr"] = config.lr_g * scale
+        group["lr"] = lr_g * scale
     for group in gan.opt_d.param_groups:
-        group["lr"] = config.lr_d * scale
+        group["lr"] = lr_d * scale
 
 
 def total_steps(config: TrainConfig, batches_per_epoch: int) -> int:
@@ -299,15 +394,17 @@ def train(config: TrainConfig, run: RunDirectory, *, resume: dict[str, Any] | No
         device = select_device(config.device)
         data = load_data(config.data, channels=config.channels, image_size=config.image_size,
                          download=config.download)
+        config = with_classes(config, len(data.classes), data.source)
         batches = ShuffledBatches(data, batch_size=config.batch_size, seed=config.seed, device=device)
         goal = total_steps(config, batches.batches_per_epoch)
         gan = build_gan(config, device)
         fixed_noise = torch.randn(config.grid_size, config.latent_dim,
                                   generator=torch.Generator().manual_seed(config.seed + 1)).to(device)
+        sampler = grid_sampler(gan, config, device)
         if resume is None:
             position = Position()
             run.start(config)
-            run.save_samples(gan.generator, fixed_noise, 0)
+            run.save_samples(sampler, fixed_noise, 0)
             save_checkpoint(make_payload(config, gan, position, len(data)), run.checkpoints,
                             keep=config.keep_checkpoints)
         else:
@@ -316,13 +413,47 @@ def train(config: TrainConfig, run: RunDirectory, *, resume: dict[str, Any] | No
             run.resume(config, position.step)
         tqdm.write(f"run directory: {run.root}", file=sys.stderr)
         set_lr_scale(gan, config, position.lr_scale)
-        result = _loop(config, gan, batches, fixed_noise, run, position, goal, stop, progress)
+        result = _loop(config, gan, batches, fixed_noise, sampler, run, position, goal, stop, progress)
     run.finish()
     return result
 
 
+def with_classes(config: TrainConfig, num_classes: int, source: str) -> TrainConfig:
+    """A conditional config with `num_classes` from the data (refused if it was trained on other classes)."""
+    if not config.conditional:
+        return config
+    if num_classes < 2:
+        raise UserError(f"--conditional: {source} has {num_classes} class; a conditional GAN needs at least 2")
+    if config.num_classes not in (0, num_classes):
+        raise UserError(f"--conditional: the run was trained with {config.num_classes} classes but "
+                        f"{source} has {num_classes}")
+    return config.replace(num_classes=num_classes)
+
+
+class FixedLabels(torch.nn.Module):
+    """A conditional generator with its labels fixed, callable on noise alone (for the sample grids)."""
+
+    def __init__(self, generator: ConditionalGenerator, labels: torch.Tensor) -> None:
+        super().__init__()
+        self.generator = generator
+        self.latent_dim = generator.latent_dim
+        self.register_buffer("labels", labels, persistent=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z, self.labels[: z.shape[0]])
+
+
+def grid_sampler(gan: GAN, config: TrainConfig, device: torch.device) -> torch.nn.Module:
+    """What draws the progress grids from the fixed noise: the sampling generator; classes 0, 1, ... in turn."""
+    if not config.conditional:
+        return gan.sampler()
+    labels = torch.arange(config.grid_size, device=device) % config.num_classes
+    return FixedLabels(gan.sampler(), labels)
+
+
 def _loop(config: TrainConfig, gan: GAN, batches: ShuffledBatches, fixed_noise: torch.Tensor,
-          run: RunDirectory, position: Position, goal: int, stop: StopRequest, progress: bool) -> TrainResult:
+          sampler: torch.nn.Module, run: RunDirectory, position: Position, goal: int, stop: StopRequest,
+          progress: bool) -> TrainResult:
     device = fixed_noise.device
     meter = LossMeter(device)
     start = window_start = time.perf_counter()
@@ -332,9 +463,10 @@ def _loop(config: TrainConfig, gan: GAN, batches: ShuffledBatches, fixed_noise: 
     status = "completed"
     evaluator = evaluate_during_training(config, run, device)  # None without --eval-every
     while position.step < goal:
-        for real, _ in batches.epoch(position.epoch, position.batch):
-            d_loss, d_real, d_fake = discriminator_step(gan, _as_format(real, config), _noise(config, real, device))
-            g_loss = generator_step(gan, _noise(config, real, device))
+        for real, labels in batches.epoch(position.epoch, position.batch):
+            d_loss, d_real, d_fake, g_loss = train_step(gan, _as_format(real, config), latent_dim=config.latent_dim,
+                                                        reuse_fake=config.reuse_fake, d_steps=config.d_steps,
+                                                        labels=labels if config.conditional else None)
             meter.add(d_loss, g_loss, d_real, d_fake)
             position.step += 1
             position.batch += 1
@@ -349,7 +481,7 @@ def _loop(config: TrainConfig, gan: GAN, batches: ShuffledBatches, fixed_noise: 
             elif stop.signum is not None:
                 status = "interrupted"
             done = status != "completed" or position.step >= goal
-            scores = evaluator(gan.generator, position.step, position.step >= goal, lambda: make_payload(
+            scores = evaluator(gan.sampler(), position.step, position.step >= goal, lambda: make_payload(
                 config, gan, position, batches.images.shape[0])) if evaluator else {}
             if position.step % config.log_every == 0 or done or scores or _is_due(position.step,
                                                                                    config.checkpoint_every):
@@ -364,7 +496,7 @@ def _loop(config: TrainConfig, gan: GAN, batches: ShuffledBatches, fixed_noise: 
                     window_start = time.perf_counter()
                     break
             if _is_due(position.step, config.sample_every):
-                run.save_samples(gan.generator, fixed_noise, position.step)
+                run.save_samples(sampler, fixed_noise, position.step)
             if done or _is_due(position.step, config.checkpoint_every):
                 save_checkpoint(make_payload(config, gan, position, batches.images.shape[0]), run.checkpoints,
                                 keep=config.keep_checkpoints)
@@ -374,7 +506,7 @@ def _loop(config: TrainConfig, gan: GAN, batches: ShuffledBatches, fixed_noise: 
             break
     bar.close()
     if not run.has_samples(position.step):
-        run.save_samples(gan.generator, fixed_noise, position.step)
+        run.save_samples(sampler, fixed_noise, position.step)
     elapsed = _synchronized_time(device) - (warm_time or start)
     steps_timed = position.step - (warm_step or first_step)
     images_per_s = steps_timed * batches.batch_size / elapsed if elapsed > 0 and steps_timed > 0 else 0.0
@@ -383,10 +515,6 @@ def _loop(config: TrainConfig, gan: GAN, batches: ShuffledBatches, fixed_noise: 
 
 def _is_due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
-
-
-def _noise(config: TrainConfig, real: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return torch.randn(real.shape[0], config.latent_dim, device=device)  # sized to the (maybe partial) batch
 
 
 def _as_format(images: torch.Tensor, config: TrainConfig) -> torch.Tensor:
