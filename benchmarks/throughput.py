@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BASELINE = ROOT.parent / "shared" / "bench" / "seed_baseline.py"
-DEFAULT_VARIANTS = ["fp32=--precision fp32", "bf16=--precision bf16"]
+DEFAULT_VARIANTS = ["default=", "fp32=--precision fp32", "reuse=--reuse-fake"]
 
 
 def run_process(command: list[str]) -> dict[str, float]:
