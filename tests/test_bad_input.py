@@ -427,11 +427,11 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
 
 
 def test_disk_full_during_a_checkpoint_save_on_a_real_tmpfs(run_cli, tmp_path, idx_dir, tmpfs):
-    # 8 MB holds the first checkpoint (4.7 MB, no optimiser state yet), not a later one (14 MB).
+    # 8 MB holds the tutorial's first checkpoint (4.7 MB, no optimiser state yet), not a later one (14 MB).
     disk = tmpfs("small", "size=8m")
     run = disk / "run"
     result = run_cli("train", "--data", idx_dir, "--out", run, *TINY, "--steps", "4", "--batch-size", "16",
-                     "--checkpoint-every", "2")
+                     "--checkpoint-every", "2", "--preset", "tutorial")
     last = run / "checkpoints" / "last.pt"
     assert_refused(result, f"cannot write checkpoint {last}: No space left on device", started=True)
     assert load_checkpoint(last)["step"] == 0

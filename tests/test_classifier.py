@@ -16,12 +16,7 @@ from dcgan.errors import UserError
 QUICK = TrainSettings(epochs=1, batch_size=64, seed=0)
 
 
-@pytest.fixture
-def one_thread_torch():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("channels, size", [(1, 28), (3, 32)])
@@ -40,7 +35,7 @@ def test_augment_keeps_shape_and_is_seeded():
     assert not torch.equal(first, augment(x, torch.Generator().manual_seed(2)))
 
 
-def test_training_is_reproducible_with_a_fixed_seed(idx_dir: Path, one_thread_torch):
+def test_training_is_reproducible_with_a_fixed_seed(idx_dir: Path):
     train, test = train_test_data(str(idx_dir), channels=1, image_size=28)
     assert (len(train), len(test)) == (512, 256)  # the IDX directory's own test split
     train = ImageData(train.images[:128], train.labels[:128], train.classes, train.source)
@@ -62,7 +57,7 @@ def test_image_folder_without_test_split_gets_a_seeded_hold_out(image_folder: Pa
     assert torch.equal(again.images, train.images)
 
 
-def test_training_learns_separable_data(one_thread_torch):
+def test_training_learns_separable_data():
     # Class c is a bright square at a position of its own: trivially separable.
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(256) % 4
@@ -75,7 +70,7 @@ def test_training_learns_separable_data(one_thread_torch):
     assert model.num_classes == 4
 
 
-def test_cli_trains_saves_and_tests_a_classifier(run_cli, idx_dir: Path, tmp_path: Path, one_thread_torch):
+def test_cli_trains_saves_and_tests_a_classifier(run_cli, idx_dir: Path, tmp_path: Path):
     out = tmp_path / "clf.pt"
     code, stdout, _ = run_cli("classifier", "train", "--data", idx_dir, "--out", out, "--epochs", "1",
                               "--batch-size", "64", "--quiet")

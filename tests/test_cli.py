@@ -33,7 +33,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, mnist_subset: dict) ->
 
 def test_train_writes_every_documented_file(trained_run: Path) -> None:
     config = tomllib.loads((trained_run / "config.toml").read_text())
-    assert config["steps"] == 40 and config["seed"] == 1 and config["preset"] == "tutorial"
+    assert config["steps"] == 40 and config["seed"] == 1 and config["preset"] == "default"  # no --preset
     rows = read_metrics(trained_run / "metrics.csv")
     assert [r["step"] for r in rows] == [10, 20, 30, 40]
     evaluated = {"fid", "kid", "precision", "recall", "classes_covered", "class_entropy", "confidence"}

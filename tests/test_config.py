@@ -10,10 +10,21 @@ from dcgan.errors import UserError
 
 
 def test_tutorial_preset_has_the_tutorials_hyper_parameters() -> None:
-    config = resolve_config()
+    config = resolve_config({}, {"preset": "tutorial"})
     assert config.preset == "tutorial"
     assert (config.latent_dim, config.batch_size, config.lr_d, config.lr_g) == (16, 32, 1e-3, 2e-4)
     assert (config.beta1, config.beta2) == (0.5, 0.999)
+    assert (config.loss, config.spectral_norm, config.ema_decay, config.d_steps, config.augment,
+            config.conditional) == ("bce", False, 0.0, 1, False, False)
+
+
+def test_the_default_preset_is_used_when_none_is_named_and_conditional_adds_labels() -> None:
+    assert resolve_config().preset == "default"
+    assert resolve_config({"seed": 2}).preset == "default"
+    default, conditional = resolve_config(), resolve_config({}, {"preset": "conditional"})
+    assert not default.conditional and conditional.conditional
+    assert {k: v for k, v in conditional.to_dict().items() if k not in ("preset", "conditional")} == \
+        {k: v for k, v in default.to_dict().items() if k not in ("preset", "conditional")}
 
 
 def test_flags_override_file_which_overrides_preset(tmp_path: Path) -> None:

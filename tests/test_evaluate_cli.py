@@ -24,12 +24,7 @@ from dcgan.errors import UserError
 from dcgan.evaluation import reference_data, reference_features
 
 
-@pytest.fixture(autouse=True)
-def one_thread_torch():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def save_npy(path: Path, images: np.ndarray) -> Path:

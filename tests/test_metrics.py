@@ -12,13 +12,7 @@ from dcgan.metrics import (GaussianFit, class_stats, frechet_distance, gaussian_
                            manifold_coverage, polynomial_mmd, precision_recall)
 
 
-@pytest.fixture(autouse=True)
-def one_thread_torch():
-    """Small matrices: one thread is faster, and immune to a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fit_of(mean: list[float] | torch.Tensor, cov: torch.Tensor) -> GaussianFit:

@@ -73,6 +73,23 @@ def test_half_then_resume_is_bit_identical_to_straight(run_cli, idx_dir, tmp_pat
     assert sorted(grids(split)) == [f"step_{s:07d}.png" for s in (0, 6, 12, 18, 24)]
 
 
+@pytest.mark.parametrize("recipe", [("--conditional", "--ema-decay", "0.9"),
+                                    ("--ema-decay", "0.99", "--loss", "hinge", "--spectral-norm", "--augment",
+                                     "--d-steps", "2")])
+def test_resume_with_an_average_and_other_recipe_options_is_bit_identical(run_cli, idx_dir, tmp_path, recipe):
+    straight, split = tmp_path / "straight-ema", tmp_path / "split-ema"
+    train(run_cli, idx_dir, straight, "--steps", "24", *recipe)
+    train(run_cli, idx_dir, split, "--steps", "12", *recipe)
+    resume(run_cli, split, "--steps", "24")
+
+    a, b = last(straight), last(split)
+    assert_same_training_state(a, b)
+    assert a["ema"]["updates"] == b["ema"]["updates"] == 24
+    ema_a, ema_b = flat_tensors(a["ema"]), flat_tensors(b["ema"])
+    assert ema_a.keys() == ema_b.keys() and all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+    assert losses(split) == losses(straight)
+
+
 def test_resume_after_a_crash_redoes_the_steps_past_the_checkpoint(run_cli, idx_dir, tmp_path, straight):
     crashed = tmp_path / "crashed"
     train(run_cli, idx_dir, crashed, "--steps", "12", "--sample-every", "6", "--keep-checkpoints", "2")

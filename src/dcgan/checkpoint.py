@@ -20,8 +20,10 @@ from .errors import UserError
 
 KIND = "dcgan-checkpoint"
 # Format history: 1 = the first release; 2 adds `data_size` (images in the training set), so that
-# a resume on different data is refused instead of continuing from a shifted position.
-FORMAT_VERSION = 2
+# a resume on different data is refused instead of continuing from a shifted position; 3 may hold
+# `ema` (the generator's moving average, which sampling uses) and conditional models, which a
+# version-2 reader would misread.
+FORMAT_VERSION = 3
 REQUIRED_KEYS = ("generator", "config", "step")
 TRAINING_KEYS = ("discriminator", "opt_g", "opt_d", "epoch", "batch", "rng")
 
@@ -162,6 +164,8 @@ def _upgrade(payload: dict[str, Any]) -> dict[str, Any]:
     """Bring an older checkpoint format up to FORMAT_VERSION, one version at a time."""
     if payload["format_version"] == 1:
         payload = {**payload, "format_version": 2, "data_size": None}  # unknown: the data check is skipped
+    if payload["format_version"] == 2:
+        payload = {**payload, "format_version": 3}  # nothing to add: no EMA, not conditional
     return payload
 
 

@@ -79,7 +79,9 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<timestamp>); never overwritten")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("recipe")
-    g.add_argument("--preset", choices=sorted(PRESETS), default=s, help="named hyper-parameters (default: tutorial)")
+    g.add_argument("--preset", choices=sorted(PRESETS), default=s,
+                   help="named recipe: tutorial (the tutorial's own), default (the best measured), "
+                        "conditional (default: default)")
     g.add_argument("--data", default=s, help="mnist (bundled), an IDX directory, an image folder, "
                                              "or torchvision:<Name>")
     g.add_argument("--download", action="store_true", default=s, help="let torchvision:<Name> download")
@@ -133,8 +135,13 @@ def _add_train(sub: Any) -> None:
 def _add_generate(sub: Any) -> None:
     p = sub.add_parser("generate", help="draw samples from a checkpoint")
     p.add_argument("--checkpoint", required=True, metavar="CK", help="a checkpoint file or a run directory")
-    p.add_argument("--num", type=_positive_int, default=64)
+    p.add_argument("--num", type=_positive_int, default=64,
+                   help="number of samples; of a conditional model: samples of each class")
     p.add_argument("--out", required=True, metavar="PATH", help="folder for PNGs, or the .png/.npy file")
+    classes = p.add_mutually_exclusive_group()
+    classes.add_argument("--label", metavar="CLASS", help="conditional model: draw this class, e.g. 7")
+    classes.add_argument("--labels", metavar="CLASSES", help="conditional model: these classes, e.g. 0-9 or 1,3,5 "
+                                                             "(default: all)")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--grid", action="store_true", help="write one grid image instead of separate files")
     p.add_argument("--format", choices=("png", "npy"), default="png")
@@ -271,7 +278,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .sampling import generate, load_generator, write_images
+    from .sampling import generate, labels_path, labels_per_class, load_generator, parse_labels, write_images
     from .training import select_device
 
     out = Path(args.out)
@@ -282,14 +289,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise UserError(f"--out {out}: folder {out.parent} does not exist")
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out}: already exists and is not an empty folder")
+    if args.format == "npy" and not args.grid and labels_path(out).exists():
+        raise UserError(f"--out {out}: {labels_path(out)} already exists; choose another path")
     device = select_device(args.device)
-    generator, _ = load_generator(args.checkpoint, device)
-    images = generate(generator, args.num, seed=args.seed, device=device)
+    generator, config = load_generator(args.checkpoint, device)
+    spec = args.label if args.label is not None else args.labels
+    if spec is not None and not config.conditional:
+        raise UserError(f"--label{'s' if args.label is None else ''}: {args.checkpoint} is an unconditional model; "
+                        f"train one with --conditional (or --preset conditional)")
+    labels = None
+    if config.conditional:
+        flag = "--label" if args.label is not None else "--labels"
+        classes = list(range(config.num_classes)) if spec is None else parse_labels(spec, config.num_classes, flag=flag)
+        labels = labels_per_class(classes, args.num)
+    images = generate(generator, len(labels) if labels is not None else args.num, seed=args.seed, device=device,
+                      labels=labels)
     try:
-        write_images(images, out, fmt=args.format, grid=args.grid)
+        write_images(images, out, fmt=args.format, grid=args.grid, labels=None if labels is None else labels.numpy())
     except OSError as exc:
         raise UserError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
-    print(f"wrote {args.num} samples to {out}")
+    print(f"wrote {len(images)} samples to {out}")
     return 0
 
 
@@ -361,12 +380,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     classifier = load_classifier(args.classifier, device=device)
     if args.checkpoint:
-        images = samples_from_checkpoint(args.checkpoint, classifier.info, num=args.num, seed=args.seed,
-                                         device=device)
+        if args.labels:
+            raise UserError("--labels goes with --samples; a conditional --checkpoint is asked for every class "
+                            "in turn")
+        images, requested = samples_from_checkpoint(args.checkpoint, classifier.info, num=args.num, seed=args.seed,
+                                                    device=device)
         described = f"{args.checkpoint} (seed {args.seed})"
     else:
         images, described = load_samples(args.samples, classifier.info), args.samples
-    requested = load_requested(args.labels, images.shape[0]) if args.labels else None
+        requested = load_requested(args.labels, images.shape[0]) if args.labels else None
     data = reference_data(args.reference, classifier.info, split=args.reference_split)
     reference = reference_features(classifier, data, description=f"{args.reference} ({args.reference_split})",
                                    use_cache=not args.no_cache)

@@ -119,9 +119,16 @@ class TrainConfig:
 
 
 # A preset sets hyper-parameters only; execution options (device, precision, output) stay the user's.
+TUTORIAL = dict(latent_dim=16, batch_size=32, lr_d=1e-3, lr_g=2e-4, beta1=0.5, beta2=0.999, loss="bce",
+                spectral_norm=False, ema_decay=0.0, d_steps=1, augment=False, conditional=False)
+# `default` and `conditional` are the best recipes measured so far (docs/quality.md has the numbers).
+DEFAULT = {**TUTORIAL, "ema_decay": 0.999}
 PRESETS: dict[str, dict[str, Any]] = {
-    "tutorial": dict(latent_dim=16, batch_size=32, lr_d=1e-3, lr_g=2e-4, beta1=0.5, beta2=0.999),
+    "tutorial": TUTORIAL,
+    "default": DEFAULT,
+    "conditional": {**DEFAULT, "conditional": True},
 }
+DEFAULT_PRESET = "default"  # used when neither a flag nor a config file names one
 
 FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
 
@@ -162,7 +169,7 @@ def resolve_config(file_values: dict[str, Any] | None = None, flag_values: dict[
                    ) -> TrainConfig:
     """Merge defaults, the chosen preset, a config file's values and flags (later wins)."""
     file_values, flag_values = dict(file_values or {}), dict(flag_values or {})
-    preset = flag_values.get("preset") or file_values.get("preset") or TrainConfig.preset
+    preset = flag_values.get("preset") or file_values.get("preset") or DEFAULT_PRESET
     if preset not in PRESETS:
         raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     merged = {**PRESETS[preset], **file_values, **flag_values, "preset": preset}

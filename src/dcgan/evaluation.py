@@ -152,15 +152,19 @@ def check_samples(images: torch.Tensor, info: ClassifierInfo, origin: str) -> to
 
 
 def samples_from_checkpoint(path: str | Path, info: ClassifierInfo, *, num: int, seed: int,
-                            device: torch.device) -> torch.Tensor:
-    """`num` samples of a checkpoint's generator, as uint8 (N, C, H, W)."""
-    from .sampling import generate, load_generator
+                            device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`num` samples of a checkpoint's generator, as uint8 (N, C, H, W), and the classes asked for.
+
+    A conditional model is asked for every class equally often; the classes are None otherwise.
+    """
+    from .sampling import balanced_labels, generate, load_generator
 
     if num < MIN_SAMPLES:
         raise UserError(f"--num {num}: too few samples; at least {MIN_SAMPLES} are needed (10000 is the usual number)")
-    generator, _ = load_generator(path, device)
-    images = torch.from_numpy(generate(generator, num, seed=seed, device=device)).permute(0, 3, 1, 2)
-    return check_samples(images.contiguous(), info, f"--checkpoint {path}")
+    generator, config = load_generator(path, device)
+    requested = balanced_labels(num, config.num_classes) if config.conditional else None
+    images = torch.from_numpy(generate(generator, num, seed=seed, device=device, labels=requested))
+    return check_samples(images.permute(0, 3, 1, 2).contiguous(), info, f"--checkpoint {path}"), requested
 
 
 def load_requested(path: str | Path, num: int) -> torch.Tensor:
@@ -301,8 +305,9 @@ class TrainingEvaluator:
     """`--eval-every N`: scores the generator every N steps, plots fid.png and keeps checkpoints/best.pt."""
 
     def __init__(self, *, classifier: LoadedClassifier, reference: Reference, every: int, num: int, seed: int,
-                 run_root: Path, checkpoints: Path, metrics_csv: Path) -> None:
+                 run_root: Path, checkpoints: Path, metrics_csv: Path, num_classes: int = 0) -> None:
         self.classifier = classifier
+        self.num_classes = num_classes  # > 0: a conditional generator, asked for every class in turn
         self.reference = reference
         self.every = every
         self.num = num
@@ -321,18 +326,19 @@ class TrainingEvaluator:
         """Score the generator when due; returns the metrics.csv columns ({} when not due)."""
         if not self.due(step, final) or not all(torch.isfinite(p).all() for p in generator.parameters()):
             return {}  # a broken generator is the roll-back's business, not a score
-        from .sampling import generate
+        from .sampling import balanced_labels, generate
 
         device = next(generator.parameters()).device
         was_training = generator.training
         generator.eval()
+        requested = balanced_labels(self.num, self.num_classes) if self.num_classes else None
         try:
-            samples = generate(generator, self.num, seed=self.seed, device=device)
+            samples = generate(generator, self.num, seed=self.seed, device=device, labels=requested)
         finally:
             generator.train(was_training)
         images = torch.from_numpy(samples).permute(0, 3, 1, 2).contiguous()
         result = evaluate(self.classifier, images, self.reference, samples=f"step {step}",
-                          settings=EvalSettings(kid_subsets=20))
+                          settings=EvalSettings(kid_subsets=20), requested=requested)
         self.history = [(s, f) for s, f in self.history if s < step] + [(step, result.fid)]  # after a roll-back
         replace_atomically(self.root / "fid.png", lambda tmp: plot_fid(self.history, tmp))
         if math.isfinite(result.fid) and result.fid < self.best_fid:
@@ -373,7 +379,8 @@ def evaluate_during_training(config: TrainConfig, run: RunDirectory, device: tor
     reference = reference_features(classifier, data, description=f"{config.data} (test)")
     return TrainingEvaluator(classifier=classifier, reference=reference, every=config.eval_every,
                              num=config.eval_samples, seed=config.seed, run_root=run.root,
-                             checkpoints=run.checkpoints, metrics_csv=run.metrics_csv)
+                             checkpoints=run.checkpoints, metrics_csv=run.metrics_csv,
+                             num_classes=config.num_classes if config.conditional else 0)
 
 
 def _fid_history(metrics_csv: Path) -> list[tuple[int, float]]:

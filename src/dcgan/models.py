@@ -66,3 +66,17 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.output(self.logits(x))
+
+
+def with_spectral_norm(module: nn.Module) -> nn.Module:
+    """Wrap every convolution, linear layer and embedding of `module` in spectral normalisation.
+
+    Each weight is divided by its largest singular value (one power iteration per training
+    forward pass), which bounds the network's Lipschitz constant (Miyato et al., 2018).
+    """
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    layers = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding))]
+    for layer in layers:
+        spectral_norm(layer)
+    return module

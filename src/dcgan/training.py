@@ -164,11 +164,12 @@ def train_step(gan: GAN, real: torch.Tensor, *, latent_dim: int, reuse_fake: boo
         else:
             with torch.no_grad():
                 fake = _generate(gan, noise, labels)
-    d_loss, d_real, d_fake = discriminator_step(gan, real, fake.detach(), labels)
+    conditioned = () if labels is None else (labels,)  # the unconditional calls stay (gan, images)
+    d_loss, d_real, d_fake = discriminator_step(gan, real, fake.detach(), *conditioned)
     if not reuse_fake:
         with gan.autocast():
             fake = _generate(gan, torch.randn_like(noise), labels)
-    g_loss = generator_step(gan, fake, labels)
+    g_loss = generator_step(gan, fake, *conditioned)
     return d_loss, d_real, d_fake, g_loss
 
 
