@@ -72,6 +72,16 @@ def assert_intact(run: Path) -> None:
         Image.open(png).load()
 
 
+def resume_and_compare_with_a_straight_run(run_cli, run: Path, straight: Path, args: tuple) -> None:
+    """Resume the killed `run`, check its files, and compare it bit for bit with an uninterrupted run."""
+    code, _, err = run_cli("train", "--resume", run, "--quiet")
+    assert code == 0, err
+    assert_intact(run)
+    code, _, err = run_cli("train", "--out", straight, *args)
+    assert code == 0, err
+    assert_same_training_state(load_checkpoint(run), load_checkpoint(straight))
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_finishes_the_step_checkpoints_and_says_how_to_resume(run_cli, idx_dir, tmp_path, signum, code):
     run = tmp_path / "run"
@@ -124,12 +134,7 @@ def test_sigkill_in_the_middle_of_a_checkpoint_save_leaves_a_loadable_last_pt(ru
     assert len(partial) == 1 and partial[0].stat().st_size > 0  # killed with the new data unrenamed
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 0
 
-    code, _, err = run_cli("train", "--resume", run, "--quiet")
-    assert code == 0, err
-    assert_intact(run)
-    code, _, err = run_cli("train", "--out", tmp_path / "straight", *args)
-    assert code == 0, err
-    assert_same_training_state(load_checkpoint(run), load_checkpoint(tmp_path / "straight"))
+    resume_and_compare_with_a_straight_run(run_cli, run, tmp_path / "straight", args)
     assert read_metrics(run / "metrics.csv")[-1]["step"] == 6
 
 
@@ -144,11 +149,6 @@ def test_sigkill_at_any_step_then_resume_matches_an_uninterrupted_run(run_cli, i
     killed_at = load_checkpoint(run / "checkpoints" / "last.pt")["step"]
     assert 0 < killed_at < 40
 
-    code, _, err = run_cli("train", "--resume", run, "--quiet")
-    assert code == 0, err
-    assert_intact(run)
-    code, _, err = run_cli("train", "--out", tmp_path / "straight", *args)
-    assert code == 0, err
-    assert_same_training_state(load_checkpoint(run), load_checkpoint(tmp_path / "straight"))
+    resume_and_compare_with_a_straight_run(run_cli, run, tmp_path / "straight", args)
     steps = [row["step"] for row in read_metrics(run / "metrics.csv")]
     assert steps == list(range(1, 41))
