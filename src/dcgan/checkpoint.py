@@ -63,6 +63,19 @@ def atomic_save(payload: Any, path: str | Path) -> None:
     fsync_directory(path.parent)
 
 
+def write_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
+    """Write one checkpoint file atomically, stamped with our kind and format version.
+
+    A failed write (full disk, read-only folder) is a UserError, and the file is left as it was.
+    """
+    path = Path(path)
+    try:
+        atomic_save({"kind": KIND, "format_version": FORMAT_VERSION, **payload}, path)
+    except OSError as exc:
+        raise UserError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def save_checkpoint(payload: dict[str, Any], directory: str | Path, *, keep: int = 1) -> Path:
     """Write `directory/last.pt`, keeping the `keep - 1` previous ones as `step_<N>.pt`.
 
@@ -77,7 +90,7 @@ def save_checkpoint(payload: dict[str, Any], directory: str | Path, *, keep: int
             previous_step = _peek_step(last)
             if previous_step is not None and previous_step != payload["step"]:
                 _link_or_copy(last, directory / f"step_{previous_step:08d}.pt")
-        atomic_save({"kind": KIND, "format_version": FORMAT_VERSION, **payload}, last)
+        write_checkpoint(payload, last)
         history = sorted(directory.glob("step_*.pt"))
         for old in history[: max(0, len(history) - (keep - 1))]:
             old.unlink(missing_ok=True)
@@ -94,7 +107,8 @@ def remove_temporaries(directory: Path) -> None:
 
 def _peek_step(path: Path) -> int | None:
     try:
-        return int(torch.load(path, weights_only=True, map_location="cpu")["step"])
+        # Memory-mapped: only the few bytes of `step` are read, not every tensor of the file.
+        return int(torch.load(path, weights_only=True, map_location="cpu", mmap=True)["step"])
     except Exception:  # noqa: BLE001 - an unreadable old checkpoint is simply not kept
         return None
 

@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from .classifier import ClassifierInfo, LoadedClassifier, embed, load_classifier
 from .config import TrainConfig
 from .data import IMAGE_EXTENSIONS, ImageData, cache_dir, load_data
+from .artifacts import plot_fid
 from .errors import UserError
 from .metrics import (ClassStats, GaussianFit, KernelDistance, PrecisionRecall, class_stats, frechet_distance,
                       gaussian_fit, kernel_distance, precision_recall)
@@ -346,13 +347,9 @@ class TrainingEvaluator:
         return result.columns()
 
     def _save_best(self, payload: dict[str, Any], result: Evaluation) -> None:
-        from .checkpoint import FORMAT_VERSION, KIND, atomic_save
+        from .checkpoint import write_checkpoint
 
-        try:
-            atomic_save({"kind": KIND, "format_version": FORMAT_VERSION, **payload, "eval": result.columns()},
-                        self.best_path)
-        except OSError as exc:
-            raise UserError(f"cannot write checkpoint {self.best_path}: {exc.strerror or exc}") from None
+        write_checkpoint({**payload, "eval": result.columns()}, self.best_path)
         self.best_fid = result.fid
 
 
@@ -399,22 +396,3 @@ def _best_fid(path: Path) -> float:
         return float(torch.load(path, map_location="cpu", weights_only=True)["eval"]["fid"])
     except Exception:  # noqa: BLE001 - an unreadable best.pt is replaced by the next evaluation
         return math.inf
-
-
-def plot_fid(history: list[tuple[int, float]], path: Path) -> None:
-    """FID against the training step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    points = sorted((s, f) for s, f in history if math.isfinite(f))
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.plot([s for s, _ in points], [f for _, f in points], marker="o")
-    ax.set_xlabel("step")
-    ax.set_ylabel("FID (lower is better)")
-    ax.set_yscale("log")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
