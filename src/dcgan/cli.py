@@ -230,6 +230,14 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
     return {name: value for name, value in vars(args).items() if name in fields}
 
 
+def _require_new_file(out: Path) -> None:
+    """Refuse an --out file that exists already (never overwritten) or whose folder is missing."""
+    if out.exists():
+        raise UserError(f"--out {out}: already exists; choose another path")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: folder {out.parent} does not exist")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint, require_training_state
     from .rundir import RunDirectory
@@ -283,10 +291,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if args.grid or args.format == "npy":
-        if out.exists():
-            raise UserError(f"--out {out}: already exists; choose another path")
-        if not out.parent.is_dir():
-            raise UserError(f"--out {out}: folder {out.parent} does not exist")
+        _require_new_file(out)
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out}: already exists and is not an empty folder")
     if args.format == "npy" and not args.grid and labels_path(out).exists():
@@ -331,10 +336,7 @@ def cmd_classifier_train(args: argparse.Namespace) -> int:
     from .training import select_device
 
     out = Path(args.out)
-    if out.exists():
-        raise UserError(f"--out {out}: already exists; choose another path")
-    if not out.parent.is_dir():
-        raise UserError(f"--out {out}: folder {out.parent} does not exist")
+    _require_new_file(out)
     if args.image_size < 8:
         raise UserError(f"--image-size must be at least 8 for the classifier, got {args.image_size}")
     device = select_device(args.device)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .artifacts import plot_losses, read_metrics, save_grid, save_progress_gif
+from .artifacts import plot_losses, read_metrics, save_grid, save_progress_gif, step_of
 from .config import TrainConfig, to_toml
 from .errors import UserError
 
@@ -86,13 +86,8 @@ class RunDirectory:
         """Delete sample grids after `step` (and partial ones), so a resumed run redraws them once."""
         with writing(self.samples):
             for path in self.samples.glob("*.png"):
-                if path.name.startswith(".tmp-") or self._grid_step(path) > step:
+                if path.name.startswith(".tmp-") or step_of(path) > step:
                     path.unlink(missing_ok=True)
-
-    @staticmethod
-    def _grid_step(path: Path) -> int:
-        stem = path.stem
-        return int(stem[5:]) if stem.startswith("step_") and stem[5:].isdigit() else -1
 
     def log_metrics(self, row: dict[str, float]) -> None:
         """Append one row to metrics.csv (wall_time counts training seconds across resumes)."""
