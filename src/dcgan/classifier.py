@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageData, load_data
-from .errors import UserError
+from .errors import UserError, reason
 
 KIND = "dcgan-classifier"
 FORMAT_VERSION = 1
@@ -154,8 +154,7 @@ def load_classifier(path: str | Path | None = None, *, device: torch.device | st
                                 num_classes=int(payload["num_classes"]), feature_dim=int(payload["feature_dim"]))
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"--classifier {path}: damaged classifier file ({reason})") from None
+        raise UserError(f"--classifier {path}: damaged classifier file ({reason(exc)})") from None
     info = ClassifierInfo(channels=model.channels, image_size=model.image_size,
                           classes=tuple(str(c) for c in payload.get("classes", range(model.num_classes))),
                           data=str(payload.get("data", "?")),
@@ -170,8 +169,7 @@ def _read_payload(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"--classifier {path}: not a readable classifier file ({reason})") from None
+        raise UserError(f"--classifier {path}: not a readable classifier file ({reason(exc)})") from None
     if not isinstance(payload, dict) or payload.get("kind") != KIND:
         raise UserError(f"--classifier {path}: not a dcgan classifier file (make one with "
                         f"`dcgan classifier train`)")

@@ -21,7 +21,7 @@ from .classifier import ClassifierInfo, LoadedClassifier, embed, load_classifier
 from .config import TrainConfig
 from .data import IMAGE_EXTENSIONS, ImageData, cache_dir, load_data
 from .artifacts import plot_fid
-from .errors import UserError
+from .errors import UserError, reason
 from .metrics import (ClassStats, GaussianFit, KernelDistance, PrecisionRecall, class_stats, frechet_distance,
                       gaussian_fit, kernel_distance, precision_recall)
 from .rundir import RunDirectory, replace_atomically
@@ -107,7 +107,7 @@ def _load_npy(path: Path) -> torch.Tensor:
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise UserError(f"--samples {path}: not a readable .npy array ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"--samples {path}: not a readable .npy array ({reason(exc)})") from None
     if array.dtype != np.uint8:
         raise UserError(f"--samples {path}: expected uint8 pixels (0 = background, 255 = ink), got {array.dtype}")
     if array.ndim == 3:
@@ -176,7 +176,7 @@ def load_requested(path: str | Path, num: int) -> torch.Tensor:
     except FileNotFoundError:
         raise UserError(f"--labels {path}: no such file") from None
     except (OSError, ValueError, EOFError) as exc:
-        raise UserError(f"--labels {path}: not a readable .npy array ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"--labels {path}: not a readable .npy array ({reason(exc)})") from None
     if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer) or len(array) != num:
         raise UserError(f"--labels {path}: expected {num} integer class labels, got a {array.dtype} array "
                         f"of shape {array.shape}")
