@@ -149,8 +149,8 @@ def poison_generator(monkeypatch, steps: set[int] | None = None, *, from_step: i
     """After the generator update of the given calls, set one of its weights to NaN."""
     real, calls = training.generator_step, [0]
 
-    def step(gan, noise):
-        loss = real(gan, noise)
+    def step(gan, fake, *args, **kwargs):
+        loss = real(gan, fake, *args, **kwargs)
         calls[0] += 1
         if (steps and calls[0] in steps) or (from_step is not None and calls[0] >= from_step):
             with torch.no_grad():
@@ -198,9 +198,9 @@ def test_a_nan_weight_rolls_back_with_half_the_learning_rates(run_cli, idx_dir, 
 def test_a_nan_loss_rolls_back(run_cli, idx_dir, tmp_path, monkeypatch):
     real, calls = training.generator_step, [0]
 
-    def step(gan, noise):
+    def step(gan, fake, *args, **kwargs):
         calls[0] += 1
-        loss = real(gan, noise)
+        loss = real(gan, fake, *args, **kwargs)
         return loss * math.nan if calls[0] == 6 else loss
 
     monkeypatch.setattr(training, "generator_step", step)

@@ -98,11 +98,16 @@ def _add_train(sub: Any) -> None:
                    help="spectral normalisation of the discriminator's layers")
     g.add_argument("--ema-decay", type=_unit_interval, default=s, metavar="D",
                    help="keep a moving average of G's weights (decay D, e.g. 0.999) and sample from it; 0: off")
+    g.add_argument("--mode-seeking", type=_non_negative_float, default=s, metavar="W",
+                   help="weight of a term in G's loss that rewards different images for different noise; 0: off")
     g.add_argument("--d-steps", type=_positive_int, default=s, help="discriminator steps per generator step")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=s,
                    help="differentiable translation + cutout of real and generated images before D")
     g.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=s,
                    help="class-conditional GAN (labels from the data)")
+    g.add_argument("--clusters", type=_non_negative_int, default=s, metavar="K",
+                   help="train on K k-means clusters of the images as pseudo-classes (no labels needed); "
+                        "samples draw clusters by their sizes; 0: off")
     g.add_argument("--seed", type=_non_negative_int, default=s)
     g = p.add_argument_group("length")
     g.add_argument("--epochs", type=_non_negative_int, default=s)
@@ -300,7 +305,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     generator, config = load_generator(args.checkpoint, device)
     spec = args.label if args.label is not None else args.labels
     if spec is not None and not config.conditional:
-        raise UserError(f"--label{'s' if args.label is None else ''}: {args.checkpoint} is an unconditional model; "
+        kind = "trained on k-means clusters, not classes" if config.clusters else "an unconditional model"
+        raise UserError(f"--label{'s' if args.label is None else ''}: {args.checkpoint} is {kind}; "
                         f"train one with --conditional (or --preset conditional)")
     labels = None
     if config.conditional:

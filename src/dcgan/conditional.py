@@ -42,6 +42,20 @@ class ConditionalGenerator(nn.Module):
         return self.body(joined)  # (B, C, 28, 28)
 
 
+class ClusterGenerator(ConditionalGenerator):
+    """A conditional generator trained on k-means clusters (`--clusters`); samples clusters by their sizes."""
+
+    def __init__(self, *, latent_dim: int = 16, num_clusters: int = 10, channels: int = 1, image_size: int = 28
+                 ) -> None:
+        super().__init__(latent_dim=latent_dim, num_classes=num_clusters, channels=channels, image_size=image_size)
+        self.register_buffer("cluster_prior", torch.full((num_clusters,), 1 / num_clusters))  # set from the data
+
+    def sample_clusters(self, num: int, *, seed: int) -> torch.Tensor:
+        """`num` cluster indices (num,), drawn in proportion to the clusters' sizes, reproducibly from `seed`."""
+        rng = torch.Generator().manual_seed(seed)
+        return torch.multinomial(self.cluster_prior.float().cpu(), num, replacement=True, generator=rng)
+
+
 class ProjectionDiscriminator(nn.Module):
     """(images (B, C, H, W), labels (B,)) -> logit (B, 1): ψ(φ(x)) + ⟨embed(y), φ(x)⟩."""
 

@@ -40,10 +40,12 @@ class TrainConfig:
     loss: str = "bce"  # bce (the tutorial's), hinge or lsgan: see losses.py
     spectral_norm: bool = False  # spectral normalisation of D's layers
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of G's weights, used for sampling
+    mode_seeking: float = 0.0  # > 0: weight of the mode-seeking term (Mao et al., 2019) in G's loss
     d_steps: int = 1  # discriminator steps per generator step
     augment: bool = False  # differentiable translation + cutout of D's inputs
     conditional: bool = False  # class-conditional G and projection D
     num_classes: int = 0  # set from the data when `conditional` (stored so checkpoints rebuild the model)
+    clusters: int = 0  # > 0: train on this many k-means clusters of the images as pseudo-classes (no labels used)
     # length: `steps` wins when set; `time_limit` (minutes) stops earlier, with a checkpoint
     epochs: int = 1
     steps: int = 0
@@ -74,7 +76,7 @@ class TrainConfig:
         positive = ("image_size", "channels", "latent_dim", "batch_size", "log_every", "keep_checkpoints",
                     "grid_size", "eval_samples", "d_steps")
         non_negative = ("epochs", "steps", "sample_every", "checkpoint_every", "time_limit", "seed", "eval_every",
-                        "num_classes")
+                        "num_classes", "clusters", "mode_seeking")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UserError(f"{flag(name)} must be positive, got {getattr(self, name)}")
@@ -90,6 +92,16 @@ class TrainConfig:
                 raise UserError(f"{flag(name)} must be in [0, 1), got {getattr(self, name)}")
         if not 0 <= self.ema_decay < 1:
             raise UserError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if not math.isfinite(self.mode_seeking):
+            raise UserError(f"--mode-seeking must be a finite number, got {self.mode_seeking}")
+        if self.clusters == 1:
+            raise UserError("--clusters must be 0 (off) or at least 2, got 1")
+        if self.clusters and self.conditional:
+            raise UserError("--clusters and --conditional exclude each other: --conditional uses the data's labels, "
+                            "--clusters replaces them with k-means clusters")
+        if self.mode_seeking and self.reuse_fake:
+            raise UserError("--mode-seeking compares the D step's generated batch with the G step's, "
+                            "so it cannot be used with --reuse-fake (one batch for both)")
         if self.loss not in LOSSES:
             raise UserError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.epochs == 0 and self.steps == 0:

@@ -7,7 +7,6 @@ import csv
 import io
 import math
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,8 +29,6 @@ class RunDirectory:
         self.samples = self.root / "samples"
         self.checkpoints = self.root / "checkpoints"
         self.metrics_csv = self.root / "metrics.csv"
-        self._wall_offset = 0.0
-        self._started = time.perf_counter()
 
     @classmethod
     def create(cls, root: str | Path) -> RunDirectory:
@@ -70,8 +67,6 @@ class RunDirectory:
         complete = text[: text.rfind("\n") + 1]  # a row cut short by a kill has no newline yet
         kept = [row for row in csv.DictReader(io.StringIO(complete)) if _step_of_row(row) <= step]
         self._write_metrics(kept)
-        self._wall_offset = float(kept[-1]["wall_time"]) if kept else 0.0
-        self._started = time.perf_counter()
 
     def _write_metrics(self, rows: list[dict[str, str]]) -> None:
         def write(tmp: Path) -> None:
@@ -90,8 +85,7 @@ class RunDirectory:
                     path.unlink(missing_ok=True)
 
     def log_metrics(self, row: dict[str, float]) -> None:
-        """Append one row to metrics.csv (wall_time counts training seconds across resumes)."""
-        row = {**row, "wall_time": self._wall_offset + time.perf_counter() - self._started}
+        """Append one row to metrics.csv (missing columns are left empty)."""
         with writing(self.metrics_csv), open(self.metrics_csv, "a", newline="") as handle:
             csv.writer(handle).writerow([_format(row.get(name, math.nan)) for name in METRIC_FIELDS])
 

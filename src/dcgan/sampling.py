@@ -12,7 +12,7 @@ from PIL import Image
 
 from .artifacts import grid_image, to_uint8
 from .checkpoint import load_checkpoint
-from .conditional import ConditionalGenerator
+from .conditional import ClusterGenerator, ConditionalGenerator
 from .config import TrainConfig, config_from_dict
 from .errors import UserError, reason
 from .models import Generator
@@ -64,11 +64,18 @@ def labels_per_class(classes: list[int], per_class: int) -> torch.Tensor:
 @torch.no_grad()
 def generate(generator: Generator | ConditionalGenerator, num: int, *, seed: int, device: torch.device,
              batch_size: int = 1000, labels: torch.Tensor | None = None) -> np.ndarray:
-    """`num` samples as uint8 (N, H, W, C), 0 = background, from noise seeded by `seed` (and `labels`, (N,))."""
+    """`num` samples as uint8 (N, H, W, C), 0 = background, from noise seeded by `seed` (and `labels`, (N,)).
+
+    A model trained on clusters draws its clusters by their sizes (also from `seed`).
+    """
     noise = torch.randn(num, generator.latent_dim, generator=torch.Generator().manual_seed(seed))
-    if isinstance(generator, ConditionalGenerator) and labels is None:
+    if isinstance(generator, ClusterGenerator):
+        if labels is not None:
+            raise UserError("--label/--labels need a conditional model; this one was trained on clusters, not classes")
+        labels = generator.sample_clusters(num, seed=seed)
+    elif isinstance(generator, ConditionalGenerator) and labels is None:
         raise UserError("this is a conditional model: name the classes to draw")
-    if labels is not None and not isinstance(generator, ConditionalGenerator):
+    elif labels is not None and not isinstance(generator, ConditionalGenerator):
         raise UserError("--label/--labels need a conditional model; this checkpoint's is unconditional")
     chunks = []
     for i in range(0, num, batch_size):

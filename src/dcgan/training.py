@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import signal
@@ -19,9 +20,10 @@ from tqdm import tqdm
 
 from .augment import diff_augment
 from .checkpoint import save_checkpoint
-from .conditional import ConditionalGenerator, ProjectionDiscriminator
+from .clusters import cluster_images
+from .conditional import ClusterGenerator, ConditionalGenerator, ProjectionDiscriminator
 from .config import TrainConfig
-from .data import ShuffledBatches, load_data
+from .data import ImageData, ShuffledBatches, load_data
 from .ema import EMA
 from .errors import UserError, reason
 from .evaluation import evaluate_during_training
@@ -83,6 +85,9 @@ class GAN:
 
 def build_generator(config: TrainConfig) -> Generator | ConditionalGenerator:
     """The generator that a config describes."""
+    if config.clusters:
+        return ClusterGenerator(latent_dim=config.latent_dim, num_clusters=config.clusters, channels=config.channels,
+                                image_size=config.image_size)
     if config.conditional:
         return ConditionalGenerator(latent_dim=config.latent_dim, num_classes=config.num_classes,
                                     channels=config.channels, image_size=config.image_size)
@@ -91,9 +96,9 @@ def build_generator(config: TrainConfig) -> Generator | ConditionalGenerator:
 
 def build_discriminator(config: TrainConfig) -> Discriminator | ProjectionDiscriminator:
     """The discriminator that a config describes (spectrally normalised when asked)."""
-    if config.conditional:
-        discriminator = ProjectionDiscriminator(num_classes=config.num_classes, channels=config.channels,
-                                                image_size=config.image_size)
+    if config.conditional or config.clusters:
+        discriminator = ProjectionDiscriminator(num_classes=config.num_classes or config.clusters,
+                                                channels=config.channels, image_size=config.image_size)
     else:
         discriminator = Discriminator(channels=config.channels, image_size=config.image_size)
     return with_spectral_norm(discriminator) if config.spectral_norm else discriminator
@@ -144,7 +149,7 @@ def build_gan(config: TrainConfig, device: torch.device) -> GAN:
 
 
 def train_step(gan: GAN, real: torch.Tensor, *, latent_dim: int, reuse_fake: bool,
-               labels: torch.Tensor | None = None, d_steps: int = 1
+               labels: torch.Tensor | None = None, d_steps: int = 1, mode_seeking: float = 0.0
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """`d_steps` D steps then one G step on a batch; returns (d_loss, D(x), D(G(z)), g_loss) on the device.
 
@@ -166,10 +171,15 @@ def train_step(gan: GAN, real: torch.Tensor, *, latent_dim: int, reuse_fake: boo
                 fake = _generate(gan, noise, labels)
     conditioned = () if labels is None else (labels,)  # the unconditional calls stay (gan, images)
     d_loss, d_real, d_fake = discriminator_step(gan, real, fake.detach(), *conditioned)
+    penalty = None
     if not reuse_fake:
+        anchor, anchor_noise = fake, noise
+        noise = torch.randn_like(noise)
         with gan.autocast():
-            fake = _generate(gan, torch.randn_like(noise), labels)
-    g_loss = generator_step(gan, fake, *conditioned)
+            fake = _generate(gan, noise, labels)
+        if mode_seeking:
+            penalty = mode_seeking * mode_seeking_loss(fake, anchor, noise, anchor_noise)
+    g_loss = generator_step(gan, fake, *conditioned, penalty=penalty)
     return d_loss, d_real, d_fake, g_loss
 
 
@@ -202,7 +212,15 @@ def discriminator_step(gan: GAN, real: torch.Tensor, fake: torch.Tensor, labels:
     return d_loss.detach(), torch.sigmoid(real_logits).mean().detach(), torch.sigmoid(fake_logits).mean().detach()
 
 
-def generator_step(gan: GAN, fake: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+def mode_seeking_loss(fake: torch.Tensor, anchor: torch.Tensor, noise: torch.Tensor, anchor_noise: torch.Tensor
+                      ) -> torch.Tensor:
+    """1 / (mean |G(z) - G(z')| / mean |z - z'|): large when different noise gives the same image."""
+    ratio = (fake.float() - anchor.float()).abs().mean() / (noise - anchor_noise).abs().mean()
+    return 1 / (ratio + 1e-5)
+
+
+def generator_step(gan: GAN, fake: torch.Tensor, labels: torch.Tensor | None = None, *,
+                   penalty: torch.Tensor | None = None) -> torch.Tensor:
     """One Adam step on G through `fake = G(z)` (with its graph), then the EMA update; returns g_loss.
 
     L_G = BCE(D(G(z)), 1), i.e. -log D(G(z)). D's weights are frozen for this backward pass:
@@ -214,7 +232,7 @@ def generator_step(gan: GAN, fake: torch.Tensor, labels: torch.Tensor | None = N
         with gan.autocast():
             logits = _d_logits(gan, fake, labels).float()  # (B, 1)
         g_loss = generator_loss(gan.loss)(logits)
-        g_loss.backward()
+        (g_loss if penalty is None else g_loss + penalty).backward()
     finally:
         gan.discriminator.requires_grad_(True)
     gan.opt_g.step()
@@ -328,13 +346,14 @@ class Position:
     batch: int = 0
     lr_scale: float = 1.0
     rollbacks: int = 0
+    train_seconds: float = 0.0  # wall-clock spent training so far, evaluations during training excluded
 
 
 def make_payload(config: TrainConfig, gan: GAN, position: Position, data_size: int) -> dict[str, Any]:
     """Everything a checkpoint holds."""
     return {"config": config.to_dict(), **gan.state_dict(), "step": position.step, "epoch": position.epoch,
             "batch": position.batch, "lr_scale": position.lr_scale, "rollbacks": position.rollbacks,
-            "rng": capture_rng(), "data_size": data_size}
+            "train_seconds": position.train_seconds, "rng": capture_rng(), "data_size": data_size}
 
 
 def restore(gan: GAN, payload: dict[str, Any], source: str) -> Position:
@@ -348,7 +367,8 @@ def restore(gan: GAN, payload: dict[str, Any], source: str) -> Position:
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
         raise UserError(f"{source}: damaged checkpoint (random-number states: {exc})") from None
     return Position(step=payload["step"], epoch=payload["epoch"], batch=payload["batch"],
-                    lr_scale=payload.get("lr_scale", 1.0), rollbacks=payload.get("rollbacks", 0))
+                    lr_scale=payload.get("lr_scale", 1.0), rollbacks=payload.get("rollbacks", 0),
+                    train_seconds=payload.get("train_seconds", 0.0))
 
 
 def check_resumable(payload: dict[str, Any], data_size: int, goal: int, source: str) -> None:
@@ -396,9 +416,12 @@ def train(config: TrainConfig, run: RunDirectory, *, resume: dict[str, Any] | No
         data = load_data(config.data, channels=config.channels, image_size=config.image_size,
                          download=config.download)
         config = with_classes(config, len(data.classes), data.source)
+        data, prior = with_clusters(config, data)
         batches = ShuffledBatches(data, batch_size=config.batch_size, seed=config.seed, device=device)
         goal = total_steps(config, batches.batches_per_epoch)
         gan = build_gan(config, device)
+        if prior is not None:
+            set_cluster_prior(gan, prior)
         fixed_noise = torch.randn(config.grid_size, config.latent_dim,
                                   generator=torch.Generator().manual_seed(config.seed + 1)).to(device)
         sampler = grid_sampler(gan, config, device)
@@ -431,6 +454,24 @@ def with_classes(config: TrainConfig, num_classes: int, source: str) -> TrainCon
     return config.replace(num_classes=num_classes)
 
 
+def with_clusters(config: TrainConfig, data: ImageData) -> tuple[ImageData, torch.Tensor | None]:
+    """With `--clusters K`: the data relabelled by K k-means clusters, and the clusters' sizes as fractions."""
+    if not config.clusters:
+        return data, None
+    if config.clusters > len(data):
+        raise UserError(f"--clusters {config.clusters}: {data.source} has only {len(data)} images")
+    tqdm.write(f"clustering {len(data)} images into {config.clusters} groups", file=sys.stderr)
+    labels, prior = cluster_images(data.images, config.clusters, seed=config.seed)
+    classes = tuple(f"cluster {i}" for i in range(config.clusters))
+    return dataclasses.replace(data, labels=labels, classes=classes), prior
+
+
+def set_cluster_prior(gan: GAN, prior: torch.Tensor) -> None:
+    """Store the clusters' sizes in the generator (and its moving average), which samples by them."""
+    for generator in (gan.generator, gan.sampler()):
+        generator.cluster_prior.copy_(prior)
+
+
 class FixedLabels(torch.nn.Module):
     """A conditional generator with its labels fixed, callable on noise alone (for the sample grids)."""
 
@@ -445,10 +486,13 @@ class FixedLabels(torch.nn.Module):
 
 
 def grid_sampler(gan: GAN, config: TrainConfig, device: torch.device) -> torch.nn.Module:
-    """What draws the progress grids from the fixed noise: the sampling generator; classes 0, 1, ... in turn."""
-    if not config.conditional:
+    """What draws the progress grids from the fixed noise: the sampling generator (conditional: classes in turn)."""
+    if config.clusters:  # fixed clusters, drawn by their sizes like any sample
+        labels = gan.sampler().sample_clusters(config.grid_size, seed=config.seed + 1).to(device)
+    elif config.conditional:
+        labels = torch.arange(config.grid_size, device=device) % config.num_classes
+    else:
         return gan.sampler()
-    labels = torch.arange(config.grid_size, device=device) % config.num_classes
     return FixedLabels(gan.sampler(), labels)
 
 
@@ -457,8 +501,9 @@ def _loop(config: TrainConfig, gan: GAN, batches: ShuffledBatches, fixed_noise: 
           progress: bool) -> TrainResult:
     device = fixed_noise.device
     meter = LossMeter(device)
-    start = window_start = time.perf_counter()
-    deadline = start + config.time_limit * 60 if config.time_limit else math.inf
+    start = window_start = clock = time.perf_counter()
+    # --time-limit counts training time: evaluations during training do not use it up
+    deadline = position.train_seconds + config.time_limit * 60 if config.time_limit else math.inf
     warm_time, warm_step, first_step = None, None, position.step
     bar = tqdm(total=goal, initial=position.step, unit="step", disable=not progress, dynamic_ncols=True)
     status = "completed"
@@ -467,7 +512,9 @@ def _loop(config: TrainConfig, gan: GAN, batches: ShuffledBatches, fixed_noise: 
         for real, labels in batches.epoch(position.epoch, position.batch):
             d_loss, d_real, d_fake, g_loss = train_step(gan, _as_format(real, config), latent_dim=config.latent_dim,
                                                         reuse_fake=config.reuse_fake, d_steps=config.d_steps,
-                                                        labels=labels if config.conditional else None)
+                                                        mode_seeking=config.mode_seeking,
+                                                        labels=labels if config.conditional or config.clusters
+                                                        else None)
             meter.add(d_loss, g_loss, d_real, d_fake)
             position.step += 1
             position.batch += 1
@@ -477,13 +524,17 @@ def _loop(config: TrainConfig, gan: GAN, batches: ShuffledBatches, fixed_noise: 
             boundary = position.batch == batches.batches_per_epoch
             if boundary:
                 position.epoch, position.batch = position.epoch + 1, 0
-            if time.perf_counter() >= deadline:
+            position.train_seconds += time.perf_counter() - clock
+            if position.train_seconds >= deadline:
                 status = "time_limit"
             elif stop.signum is not None:
                 status = "interrupted"
             done = status != "completed" or position.step >= goal
+            evaluation_start = time.perf_counter()
             scores = evaluator(gan.sampler(), position.step, position.step >= goal, lambda: make_payload(
                 config, gan, position, batches.images.shape[0])) if evaluator else {}
+            clock = time.perf_counter()
+            window_start += clock - evaluation_start  # images/s of the window: training time only
             if position.step % config.log_every == 0 or done or scores or _is_due(position.step,
                                                                                    config.checkpoint_every):
                 try:
@@ -538,7 +589,7 @@ def _log(run: RunDirectory, meter: LossMeter, position: Position, batch_size: in
     now = time.perf_counter()
     images_per_s = steps * batch_size / max(now - window_start, 1e-9)
     run.log_metrics({"step": position.step, "epoch": position.epoch, **losses, "images_per_s": images_per_s,
-                     **(scores or {})})
+                     "wall_time": position.train_seconds, **(scores or {})})
     bar.set_postfix(d_loss=f"{losses['d_loss']:.3f}", g_loss=f"{losses['g_loss']:.3f}",
                     d_x=f"{losses['d_real']:.2f}", d_gz=f"{losses['d_fake']:.2f}", img_s=f"{images_per_s:.0f}")
     return now
@@ -556,6 +607,7 @@ def _roll_back(config: TrainConfig, gan: GAN, run: RunDirectory, position: Posit
     restored = restore(gan, payload, str(run.checkpoints / "last.pt"))
     restored.rollbacks = position.rollbacks + 1
     restored.lr_scale = position.lr_scale * 0.5
+    restored.train_seconds = position.train_seconds  # the discarded steps took time too
     set_lr_scale(gan, config, restored.lr_scale)
     run.truncate_metrics(restored.step)
     run.truncate_samples(restored.step)
