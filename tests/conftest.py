@@ -85,7 +85,8 @@ def run_cli(capsys: pytest.CaptureFixture):
 
 
 # Reliability helpers: a tiny model (8x8 images) trains a step in milliseconds on one CPU thread.
-TINY = ("--image-size", "8", "--latent-dim", "4", "--quiet", "--sample-every", "0")
+# The `tutorial` preset keeps the networks plain; tests of the recipes add their options.
+TINY = ("--preset", "tutorial", "--image-size", "8", "--latent-dim", "4", "--quiet", "--sample-every", "0")
 STATE_KEYS = ("generator", "discriminator", "opt_g", "opt_d")
 
 

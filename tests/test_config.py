@@ -18,13 +18,33 @@ def test_tutorial_preset_has_the_tutorials_hyper_parameters() -> None:
             config.conditional) == ("bce", False, 0.0, 1, False, False)
 
 
-def test_the_default_preset_is_used_when_none_is_named_and_conditional_adds_labels() -> None:
+def test_the_default_preset_is_used_when_none_is_named() -> None:
     assert resolve_config().preset == "default"
     assert resolve_config({"seed": 2}).preset == "default"
-    default, conditional = resolve_config(), resolve_config({}, {"preset": "conditional"})
-    assert not default.conditional and conditional.conditional
-    assert {k: v for k, v in conditional.to_dict().items() if k not in ("preset", "conditional")} == \
-        {k: v for k, v in default.to_dict().items() if k not in ("preset", "conditional")}
+    default, tutorial = resolve_config(), resolve_config({}, {"preset": "tutorial"})
+    recipe = ("ema_decay", "clusters", "mode_seeking")
+    assert [getattr(default, name) for name in recipe] == [0.999, 50, 1.0]
+    assert {k: v for k, v in default.to_dict().items() if k not in ("preset", *recipe)} == \
+        {k: v for k, v in tutorial.to_dict().items() if k not in ("preset", *recipe)}
+
+
+def test_the_conditional_preset_is_the_tutorial_with_labels_and_an_average() -> None:
+    conditional, tutorial = resolve_config({}, {"preset": "conditional"}), resolve_config({}, {"preset": "tutorial"})
+    assert conditional.to_dict() == {**tutorial.to_dict(), "preset": "conditional", "conditional": True,
+                                     "ema_decay": 0.999}
+
+
+def test_labels_replace_the_default_presets_clusters_unless_clusters_are_asked_for() -> None:
+    assert resolve_config({}, {"conditional": True}).clusters == 0
+    with pytest.raises(UserError, match="--clusters and --conditional exclude each other"):
+        resolve_config({}, {"conditional": True, "clusters": 10})
+
+
+def test_reuse_fake_with_the_default_preset_asks_to_turn_mode_seeking_off() -> None:
+    with pytest.raises(UserError, match="add --mode-seeking 0"):
+        resolve_config({}, {"reuse_fake": True})
+    assert resolve_config({}, {"reuse_fake": True, "mode_seeking": 0.0}).reuse_fake
+    assert resolve_config({}, {"reuse_fake": True, "preset": "tutorial"}).mode_seeking == 0
 
 
 def test_flags_override_file_which_overrides_preset(tmp_path: Path) -> None:

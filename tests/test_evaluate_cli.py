@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -240,6 +241,30 @@ def test_eval_every_logs_scores_plots_fid_and_keeps_the_best_checkpoint(run_cli,
     assert best["step"] == best_step
     assert best["eval"]["fid"] == pytest.approx(rows[best_step]["fid"], rel=1e-5)
     assert set(best["generator"]) == set(load_checkpoint(run)["generator"])
+
+
+def test_a_time_limited_run_is_scored_at_its_end_and_evaluations_do_not_use_up_its_time(
+        run_cli, idx_dir: Path, tmp_path: Path, monkeypatch):
+    score = evaluation.TrainingEvaluator.__call__
+
+    def slow_score(self, *args, **kwargs):  # every evaluation takes longer than the whole time limit
+        columns = score(self, *args, **kwargs)
+        if columns:
+            time.sleep(1.0)
+        return columns
+
+    monkeypatch.setattr(evaluation.TrainingEvaluator, "__call__", slow_score)
+    run = tmp_path / "run"
+    code, _, err = run_cli("train", "--data", idx_dir, "--steps", "100000", "--batch-size", "4", "--quiet",
+                           "--sample-every", "0", "--eval-every", "10", "--eval-samples", "50",
+                           "--time-limit", "0.015", "--out", run)  # 0.9 s
+    assert code == 0, err
+    rows = read_metrics(run / "metrics.csv")
+    last_step = load_checkpoint(run)["step"]
+    assert last_step > 10  # had the first evaluation counted, the run would have stopped at step 10
+    assert rows[-1]["step"] == last_step and math.isfinite(rows[-1]["fid"])  # scored where it stopped
+    assert 0.9 <= rows[-1]["wall_time"] < 1.9  # training time only, though 1 s evaluations ran
+    assert load_checkpoint(run)["train_seconds"] == pytest.approx(rows[-1]["wall_time"], abs=1e-3)
 
 
 def test_eval_every_refuses_a_feature_network_of_another_shape_before_writing(run_cli, idx_dir: Path,

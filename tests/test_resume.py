@@ -74,6 +74,7 @@ def test_half_then_resume_is_bit_identical_to_straight(run_cli, idx_dir, tmp_pat
 
 
 @pytest.mark.parametrize("recipe", [("--conditional", "--ema-decay", "0.9"),
+                                    ("--clusters", "3", "--mode-seeking", "0.5", "--ema-decay", "0.9"),
                                     ("--ema-decay", "0.99", "--loss", "hinge", "--spectral-norm", "--augment",
                                      "--d-steps", "2")])
 def test_resume_with_an_average_and_other_recipe_options_is_bit_identical(run_cli, idx_dir, tmp_path, recipe):

@@ -62,7 +62,7 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
                 for row in csv.DictReader(handle)]
 
 
-def _pyplot():
+def pyplot():
     """matplotlib's pyplot on the file-only Agg backend (imported late: it is slow to import)."""
     import matplotlib
 
@@ -74,7 +74,7 @@ def _pyplot():
 
 def plot_losses(metrics_csv: str | Path, path: str | Path) -> None:
     """Plot discriminator and generator losses, and D(x) / D(G(z)), against the step."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = read_metrics(metrics_csv)
     steps = [r["step"] for r in rows]
     fig, (ax_loss, ax_prob) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
@@ -95,7 +95,7 @@ def plot_losses(metrics_csv: str | Path, path: str | Path) -> None:
 
 def plot_fid(history: list[tuple[int, float]], path: str | Path) -> None:
     """FID against the training step."""
-    plt = _pyplot()
+    plt = pyplot()
     points = sorted((s, f) for s, f in history if math.isfinite(f))
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot([s for s, _ in points], [f for _, f in points], marker="o")

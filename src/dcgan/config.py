@@ -132,13 +132,13 @@ class TrainConfig:
 
 # A preset sets hyper-parameters only; execution options (device, precision, output) stay the user's.
 TUTORIAL = dict(latent_dim=16, batch_size=32, lr_d=1e-3, lr_g=2e-4, beta1=0.5, beta2=0.999, loss="bce",
-                spectral_norm=False, ema_decay=0.0, d_steps=1, augment=False, conditional=False)
+                spectral_norm=False, ema_decay=0.0, d_steps=1, augment=False, conditional=False, clusters=0,
+                mode_seeking=0.0)
 # `default` and `conditional` are the best recipes measured so far (docs/quality.md has the numbers).
-DEFAULT = {**TUTORIAL, "ema_decay": 0.999}
 PRESETS: dict[str, dict[str, Any]] = {
     "tutorial": TUTORIAL,
-    "default": DEFAULT,
-    "conditional": {**DEFAULT, "conditional": True},
+    "default": {**TUTORIAL, "ema_decay": 0.999, "clusters": 50, "mode_seeking": 1.0},
+    "conditional": {**TUTORIAL, "ema_decay": 0.999, "conditional": True},
 }
 DEFAULT_PRESET = "default"  # used when neither a flag nor a config file names one
 
@@ -185,6 +185,12 @@ def resolve_config(file_values: dict[str, Any] | None = None, flag_values: dict[
     if preset not in PRESETS:
         raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     merged = {**PRESETS[preset], **file_values, **flag_values, "preset": preset}
+    chosen = file_values.keys() | flag_values.keys()
+    if merged.get("conditional") and "clusters" not in chosen:
+        merged["clusters"] = 0  # the data's labels take the place of the preset's clusters
+    if merged.get("reuse_fake") and merged.get("mode_seeking") and "mode_seeking" not in chosen:
+        raise UserError(f"--reuse-fake: the {preset} preset's mode-seeking term compares two generated batches; "
+                        f"add --mode-seeking 0 to use one batch")
     return TrainConfig(**merged)
 
 

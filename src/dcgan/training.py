@@ -32,6 +32,7 @@ from .models import Discriminator, Generator, with_spectral_norm
 from .rundir import RunDirectory
 
 MAX_ROLLBACKS = 3
+MIN_IMAGES_PER_CLUSTER = 100  # --clusters: fewer clusters for small data sets
 LR_REFERENCE_BATCH = 32  # the tutorial's batch size, which its learning rates were tuned for
 WARMUP_STEPS = 20  # excluded from the reported images/s, as in the baseline benchmark
 
@@ -156,6 +157,7 @@ def train_step(gan: GAN, real: torch.Tensor, *, latent_dim: int, reuse_fake: boo
     As in the tutorial, each step draws its own noise. With `reuse_fake`, the G step reuses the
     batch the last D step was shown (one generator forward per step instead of two). A conditional
     GAN's generated images are asked to be the classes of the real batch, `labels` (B,).
+    `mode_seeking` > 0 adds that multiple of `mode_seeking_loss` to G's loss.
     """
     for _ in range(d_steps - 1):
         noise = torch.randn(real.shape[0], latent_dim, device=real.device)
@@ -173,12 +175,12 @@ def train_step(gan: GAN, real: torch.Tensor, *, latent_dim: int, reuse_fake: boo
     d_loss, d_real, d_fake = discriminator_step(gan, real, fake.detach(), *conditioned)
     penalty = None
     if not reuse_fake:
-        anchor, anchor_noise = fake, noise
-        noise = torch.randn_like(noise)
+        g_noise = torch.randn_like(noise)
         with gan.autocast():
-            fake = _generate(gan, noise, labels)
-        if mode_seeking:
-            penalty = mode_seeking * mode_seeking_loss(fake, anchor, noise, anchor_noise)
+            g_fake = _generate(gan, g_noise, labels)
+        if mode_seeking:  # the D step's batch: same labels, other noise, so its images should differ
+            penalty = mode_seeking * mode_seeking_loss(g_fake, fake, g_noise, noise)
+        fake = g_fake
     g_loss = generator_step(gan, fake, *conditioned, penalty=penalty)
     return d_loss, d_real, d_fake, g_loss
 
@@ -371,12 +373,16 @@ def restore(gan: GAN, payload: dict[str, Any], source: str) -> Position:
                     train_seconds=payload.get("train_seconds", 0.0))
 
 
-def check_resumable(payload: dict[str, Any], data_size: int, goal: int, source: str) -> None:
-    """Refuse a resume on different data (the position would point elsewhere) or past its total."""
+def check_same_data(payload: dict[str, Any], data_size: int, source: str) -> None:
+    """Refuse a resume on different data: the position (and any clusters) would point elsewhere."""
     stored = payload.get("data_size")
     if stored is not None and stored != data_size:
         raise UserError(f"{source}: the run was trained on {stored} images but the data now has {data_size}; "
                         f"exact resume needs the same data")
+
+
+def check_goal(payload: dict[str, Any], goal: int, source: str) -> None:
+    """Refuse a resume already past the total number of steps asked for."""
     if payload["step"] > goal:
         raise UserError(f"{source}: the run is already at step {payload['step']}, past the {goal} steps asked "
                         f"for (--steps and --epochs name the run's total)")
@@ -415,8 +421,10 @@ def train(config: TrainConfig, run: RunDirectory, *, resume: dict[str, Any] | No
         device = select_device(config.device)
         data = load_data(config.data, channels=config.channels, image_size=config.image_size,
                          download=config.download)
+        if resume is not None:
+            check_same_data(resume, len(data), str(run.checkpoints / "last.pt"))
         config = with_classes(config, len(data.classes), data.source)
-        data, prior = with_clusters(config, data)
+        config, data, prior = with_clusters(config, data)
         batches = ShuffledBatches(data, batch_size=config.batch_size, seed=config.seed, device=device)
         goal = total_steps(config, batches.batches_per_epoch)
         gan = build_gan(config, device)
@@ -432,7 +440,7 @@ def train(config: TrainConfig, run: RunDirectory, *, resume: dict[str, Any] | No
             save_checkpoint(make_payload(config, gan, position, len(data)), run.checkpoints,
                             keep=config.keep_checkpoints)
         else:
-            check_resumable(resume, len(data), goal, str(run.checkpoints / "last.pt"))
+            check_goal(resume, goal, str(run.checkpoints / "last.pt"))
             position = restore(gan, resume, str(run.checkpoints / "last.pt"))
             run.resume(config, position.step)
         tqdm.write(f"run directory: {run.root}", file=sys.stderr)
@@ -454,16 +462,26 @@ def with_classes(config: TrainConfig, num_classes: int, source: str) -> TrainCon
     return config.replace(num_classes=num_classes)
 
 
-def with_clusters(config: TrainConfig, data: ImageData) -> tuple[ImageData, torch.Tensor | None]:
-    """With `--clusters K`: the data relabelled by K k-means clusters, and the clusters' sizes as fractions."""
+def with_clusters(config: TrainConfig, data: ImageData) -> tuple[TrainConfig, ImageData, torch.Tensor | None]:
+    """With `--clusters K`: the data relabelled by k-means clusters, and the clusters' sizes as fractions.
+
+    Small data sets get fewer clusters (at least MIN_IMAGES_PER_CLUSTER images each on average),
+    and none below two; the config records the number used.
+    """
     if not config.clusters:
-        return data, None
-    if config.clusters > len(data):
-        raise UserError(f"--clusters {config.clusters}: {data.source} has only {len(data)} images")
+        return config, data, None
+    clusters = min(config.clusters, len(data) // MIN_IMAGES_PER_CLUSTER)
+    if clusters != config.clusters:
+        tqdm.write(f"--clusters {config.clusters}: {data.source} has {len(data)} images, enough for "
+                   + (f"{clusters} clusters" if clusters >= 2 else "no clusters: training unconditionally")
+                   + f" (at least {MIN_IMAGES_PER_CLUSTER} images per cluster)", file=sys.stderr)
+        config = config.replace(clusters=clusters if clusters >= 2 else 0)
+        if not config.clusters:
+            return config, data, None
     tqdm.write(f"clustering {len(data)} images into {config.clusters} groups", file=sys.stderr)
     labels, prior = cluster_images(data.images, config.clusters, seed=config.seed)
     classes = tuple(f"cluster {i}" for i in range(config.clusters))
-    return dataclasses.replace(data, labels=labels, classes=classes), prior
+    return config, dataclasses.replace(data, labels=labels, classes=classes), prior
 
 
 def set_cluster_prior(gan: GAN, prior: torch.Tensor) -> None:
@@ -501,10 +519,11 @@ def _loop(config: TrainConfig, gan: GAN, batches: ShuffledBatches, fixed_noise: 
           progress: bool) -> TrainResult:
     device = fixed_noise.device
     meter = LossMeter(device)
-    start = window_start = clock = time.perf_counter()
+    window_start = clock = time.perf_counter()
     # --time-limit counts training time: evaluations during training do not use it up
     deadline = position.train_seconds + config.time_limit * 60 if config.time_limit else math.inf
-    warm_time, warm_step, first_step = None, None, position.step
+    first_step = warm_step = position.step
+    warm_seconds = position.train_seconds
     bar = tqdm(total=goal, initial=position.step, unit="step", disable=not progress, dynamic_ncols=True)
     status = "completed"
     evaluator = evaluate_during_training(config, run, device)  # None without --eval-every
@@ -519,19 +538,21 @@ def _loop(config: TrainConfig, gan: GAN, batches: ShuffledBatches, fixed_noise: 
             position.step += 1
             position.batch += 1
             bar.update(1)
+            timing_mark = position.step - first_step == WARMUP_STEPS or position.step >= goal  # sync only there
+            position.train_seconds += (_synchronized_time(device) if timing_mark else time.perf_counter()) - clock
             if position.step - first_step == WARMUP_STEPS:
-                warm_time, warm_step = _synchronized_time(device), position.step
+                warm_seconds, warm_step = position.train_seconds, position.step
             boundary = position.batch == batches.batches_per_epoch
             if boundary:
                 position.epoch, position.batch = position.epoch + 1, 0
-            position.train_seconds += time.perf_counter() - clock
             if position.train_seconds >= deadline:
                 status = "time_limit"
             elif stop.signum is not None:
                 status = "interrupted"
             done = status != "completed" or position.step >= goal
             evaluation_start = time.perf_counter()
-            scores = evaluator(gan.sampler(), position.step, position.step >= goal, lambda: make_payload(
+            final = position.step >= goal or status == "time_limit"  # not on a signal: the user wants out
+            scores = evaluator(gan.sampler(), position.step, final, lambda: make_payload(
                 config, gan, position, batches.images.shape[0])) if evaluator else {}
             clock = time.perf_counter()
             window_start += clock - evaluation_start  # images/s of the window: training time only
@@ -559,8 +580,8 @@ def _loop(config: TrainConfig, gan: GAN, batches: ShuffledBatches, fixed_noise: 
     bar.close()
     if not run.has_samples(position.step):
         run.save_samples(sampler, fixed_noise, position.step)
-    elapsed = _synchronized_time(device) - (warm_time or start)
-    steps_timed = position.step - (warm_step or first_step)
+    elapsed = position.train_seconds - warm_seconds
+    steps_timed = position.step - warm_step
     images_per_s = steps_timed * batches.batch_size / elapsed if elapsed > 0 and steps_timed > 0 else 0.0
     return TrainResult(status, position.step, images_per_s, stop.signum)
 
