@@ -46,7 +46,11 @@ def plot(curves: dict[str, list[tuple[float, int, float]]], target: float, path:
     ax.set_xlabel("minutes of training (evaluations excluded)")
     ax.set_ylabel("FID (lower is better)")
     ax.set_yscale("log")
-    ax.grid(True, alpha=0.3)
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -36,7 +36,7 @@ def test_train_writes_every_documented_file(trained_run: Path) -> None:
     assert config["steps"] == 40 and config["seed"] == 1 and config["preset"] == "default"  # no --preset
     rows = read_metrics(trained_run / "metrics.csv")
     assert [r["step"] for r in rows] == [10, 20, 30, 40]
-    evaluated = {"fid", "kid", "precision", "recall", "classes_covered", "class_entropy", "confidence"}
+    evaluated = {"fid", "kid", "precision", "recall", "classes_covered", "class_entropy", "confidence", "class_match"}
     assert set(rows[0]) == {"step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s", "wall_time",
                             *evaluated}
     assert all(r[name] != r[name] for r in rows for name in evaluated)  # NaN: no --eval-every in this run

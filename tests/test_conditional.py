@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from conftest import TINY
+from dcgan.artifacts import read_metrics
 from dcgan.checkpoint import load_checkpoint
 from dcgan.conditional import ConditionalGenerator, ProjectionDiscriminator
 from dcgan.config import TrainConfig
@@ -200,6 +201,14 @@ def test_evaluate_a_conditional_checkpoint_reports_the_requested_class(run_cli, 
     result = json.loads(out.strip().splitlines()[-1])
     assert 0.0 <= result["class_match"] <= 1.0
     assert "requested class" in out
+
+
+def test_eval_every_logs_the_requested_class_accuracy_of_a_conditional_run(run_cli, idx_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    run = train_conditional(run_cli, idx_dir, tmp_path / "cond28", "--quiet", "--sample-every", "0",
+                            "--eval-every", "2", "--eval-samples", "50")
+    scored = [row for row in read_metrics(run / "metrics.csv") if row["fid"] == row["fid"]]
+    assert scored and all(0.0 <= row["class_match"] <= 1.0 for row in scored)
 
 
 def test_the_class_embedding_of_d_starts_at_the_scale_of_its_linear_layer() -> None:

@@ -235,6 +235,7 @@ def test_eval_every_logs_scores_plots_fid_and_keeps_the_best_checkpoint(run_cli,
         assert math.isfinite(rows[step]["d_loss"])
         assert rows[step]["fid"] > 0 and 0 <= rows[step]["precision"] <= 1 and 1 <= rows[step]["classes_covered"]
     assert math.isnan(rows[5]["fid"]) and math.isfinite(rows[5]["d_loss"])
+    assert math.isnan(rows[3]["class_match"])  # no classes asked of an unconditional model
     assert (run / "fid.png").stat().st_size > 0
     best = load_checkpoint(run / "checkpoints" / "best.pt")
     best_step = min((3, 6), key=lambda s: rows[s]["fid"])

@@ -82,7 +82,8 @@ class Evaluation:
         """The numbers logged to metrics.csv during training."""
         return {"fid": self.fid, "kid": self.kid.mean, "precision": self.manifold.precision,
                 "recall": self.manifold.recall, "classes_covered": float(self.classes.classes_covered),
-                "class_entropy": self.classes.entropy, "confidence": self.classes.confidence}
+                "class_entropy": self.classes.entropy, "confidence": self.classes.confidence,
+                "class_match": math.nan if self.classes.class_match is None else self.classes.class_match}
 
 
 # ---------------------------------------------------------------------------------------------

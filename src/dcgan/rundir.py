@@ -17,7 +17,7 @@ from .config import TrainConfig, to_toml
 from .errors import UserError
 
 # Written by `--eval-every` at the steps it scores; empty in the other rows.
-EVAL_FIELDS = ("fid", "kid", "precision", "recall", "classes_covered", "class_entropy", "confidence")
+EVAL_FIELDS = ("fid", "kid", "precision", "recall", "classes_covered", "class_entropy", "confidence", "class_match")
 METRIC_FIELDS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s", "wall_time", *EVAL_FIELDS)
 
 
