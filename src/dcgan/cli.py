@@ -113,7 +113,8 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--epochs", type=_non_negative_int, default=s)
     g.add_argument("--steps", type=_non_negative_int, default=s, help="total steps (wins over --epochs)")
     g.add_argument("--time-limit", type=_non_negative_float, metavar="MINUTES", default=s,
-                   help="stop cleanly, with a checkpoint, after this many minutes")
+                   help="stop cleanly, with a checkpoint, after this many minutes of training "
+                        "(evaluations during training not counted)")
     g = p.add_argument_group("execution and outputs")
     g.add_argument("--device", choices=DEVICES, default=s)
     g.add_argument("--precision", choices=PRECISIONS, default=s,
