@@ -1,0 +1,97 @@
+"""Behaviour is pinned: every preset's weights after 30 CPU fp32 steps equal the recorded ones.
+
+`tests/golden_weights.json` holds, per preset, a SHA-256 of the generator's, the discriminator's
+and the moving average's weights (names and bytes) after
+`dcgan train --preset P --steps 30 --precision fp32 --device cpu --seed 3` on one thread, and the
+float64 sum and absolute sum of every tensor. On the machine type that recorded it (same torch
+version and CPU kernels) the hash must match exactly; elsewhere kernels may round differently, so
+the sums must agree to 1e-3 relative instead.
+
+Re-record (only for an intended change of behaviour): `python tests/test_golden.py --record`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcgan.checkpoint import load_checkpoint
+from dcgan.cli import main
+
+GOLDEN = Path(__file__).with_name("golden_weights.json")
+PRESETS = ("tutorial", "default", "conditional")
+STEPS = 30
+
+
+def environment() -> dict[str, str]:
+    """What decides the exact rounding of CPU kernels."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def trained_weights(preset: str, out: Path) -> dict[str, torch.Tensor]:
+    """Weights of G, D and G's moving average after STEPS steps of `preset` on the bundled MNIST."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = main(["train", "--preset", preset, "--steps", str(STEPS), "--precision", "fp32", "--device", "cpu",
+                     "--seed", "3", "--sample-every", "0", "--quiet", "--out", str(out)])
+    finally:
+        torch.set_num_threads(previous)
+    assert code == 0
+    payload = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert payload["step"] == STEPS
+    weights = {f"generator/{k}": v for k, v in payload["generator"].items()}
+    weights.update({f"discriminator/{k}": v for k, v in payload["discriminator"].items()})
+    if "ema" in payload:
+        weights.update({f"ema/{k}": v for k, v in payload["ema"]["module"].items()})
+    return weights
+
+
+def fingerprint(weights: dict[str, torch.Tensor]) -> dict:
+    """The exact hash of the weights, and per-tensor sums for a tolerant comparison."""
+    digest = hashlib.sha256()
+    sums = {}
+    for name in sorted(weights):
+        tensor = weights[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(tensor.numpy().tobytes())
+        if tensor.is_floating_point():
+            sums[name] = [float(tensor.double().sum()), float(tensor.double().abs().sum())]
+    return {"sha256": digest.hexdigest(), "sums": sums}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_weights_after_30_steps_are_unchanged(preset: str, tmp_path: Path) -> None:
+    golden = json.loads(GOLDEN.read_text())
+    expected = golden["presets"][preset]
+    actual = fingerprint(trained_weights(preset, tmp_path / "run"))
+    assert sorted(actual["sums"]) == sorted(expected["sums"]), "the networks' parameter names changed"
+    if environment() == golden["environment"]:
+        assert actual["sha256"] == expected["sha256"], f"{preset}: the weights after {STEPS} steps changed"
+    else:  # other kernels round differently: the weights must still be the same to rounding
+        for name, (total, absolute) in expected["sums"].items():
+            got_total, got_absolute = actual["sums"][name]
+            assert got_absolute == pytest.approx(absolute, rel=1e-3), name
+            assert abs(got_total - total) <= 1e-3 * absolute + 1e-6, name
+
+
+def record() -> None:
+    """Write golden_weights.json from the current code."""
+    presets = {}
+    for preset in PRESETS:
+        with tempfile.TemporaryDirectory() as tmp:
+            presets[preset] = fingerprint(trained_weights(preset, Path(tmp) / "run"))
+    GOLDEN.write_text(json.dumps({"environment": environment(), "steps": STEPS, "presets": presets}, indent=1) + "\n")
+    print(f"wrote {GOLDEN}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--record"]:
+        sys.exit("usage: python tests/test_golden.py --record")
+    record()
