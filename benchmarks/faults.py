@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dcgan.artifacts import read_metrics
+from dcgan.plots import read_metrics
 from dcgan.checkpoint import load_checkpoint
 from dcgan.data import bundled_mnist_dir, read_idx
 from dcgan.errors import UserError
@@ -126,7 +126,7 @@ def check_checkpoints(directory: Path, report: Report) -> None:
 
 def partial_files(checkpoints: Path, pid: int, name: str = "*") -> list[Path]:
     """The temporary files that process `pid` is writing (or was, when it was killed)."""
-    return list(checkpoints.glob(f".{name}.tmp{pid}"))
+    return list(checkpoints.glob(f".{name}.tmp{pid}*"))
 
 
 def kill_at_random(child: Child, checkpoints: Path, rng: random.Random, aim: str, startup_s: float,

@@ -2,7 +2,7 @@
 
     python benchmarks/roofline.py [--batch-size 32] [--json benchmarks/results/roofline_cpu.json]
 
-Counts the floating-point operations of one `train_step` of the `tutorial` preset (and of the
+Counts the floating-point operations of one `TrainingStep` of the `tutorial` preset (and of the
 `--reuse-fake` step) with torch's FLOP counter, measures the best matrix-multiply throughput of
 this CPU in fp32 and bf16 (square products, the kind of work a convolution becomes), and prints
 the images/s a step could reach if every FLOP ran at that peak. No step can beat that ceiling;
@@ -21,18 +21,19 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from dcgan.config import TrainConfig
-from dcgan.training import build_gan, train_step
+from dcgan.training.step import TrainingStep, build_gan
 
 
 def step_flops(*, batch_size: int, reuse_fake: bool) -> int:
     """FLOPs (2 per multiply-add) of one D step + one G step of the tutorial networks."""
     torch.manual_seed(0)
     config = TrainConfig(precision="fp32", batch_size=batch_size, reuse_fake=reuse_fake)
-    gan = build_gan(config, torch.device("cpu"))
+    device = torch.device("cpu")
+    step = TrainingStep.from_config(build_gan(config, device), config, device)
     real = torch.rand(batch_size, 1, 28, 28) * 2 - 1
-    train_step(gan, real, latent_dim=config.latent_dim, reuse_fake=reuse_fake)  # warm-up: optimiser state exists
+    step(real)  # warm-up: optimiser state exists
     with FlopCounterMode(display=False) as counter:
-        train_step(gan, real, latent_dim=config.latent_dim, reuse_fake=reuse_fake)
+        step(real)
     return counter.get_total_flops()
 
 

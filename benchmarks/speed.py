@@ -3,7 +3,7 @@
     python benchmarks/speed.py [--device cpu|cuda] [--batch-sizes 32,64,...] [--steps 60]
                                [--variants fp32,bf16,bf16+cl] [--json PATH]
 
-Each measurement builds the tutorial networks, runs `train_step` (one D and one G step) on
+Each measurement builds the tutorial networks, runs a `TrainingStep` (one D and one G step) on
 batches indexed from the in-memory MNIST tensor (on the device), discards warm-up steps, and
 reports images/s and peak memory (GPU: allocated by torch; CPU: the process's peak RSS).
 """
@@ -21,7 +21,8 @@ import torch
 
 from dcgan.config import TrainConfig
 from dcgan.data import ShuffledBatches, load_data
-from dcgan.training import build_gan, select_device, train_step
+from dcgan.device import select_device
+from dcgan.training.step import TrainingStep, build_gan
 
 VARIANTS = {"fp32": dict(precision="fp32"), "bf16": dict(precision="bf16"),
             "fp32+cl": dict(precision="fp32", channels_last=True), "bf16+cl": dict(precision="bf16", channels_last=True),
@@ -31,7 +32,7 @@ VARIANTS = {"fp32": dict(precision="fp32"), "bf16": dict(precision="bf16"),
 def measure(config: TrainConfig, device: torch.device, batches: ShuffledBatches, steps: int, warmup: int) -> float:
     """Images/s of `steps` training steps after `warmup` untimed ones."""
     torch.manual_seed(0)
-    gan = build_gan(config, device)
+    train_step = TrainingStep.from_config(build_gan(config, device), config, device)
     stream = iter(batches.epoch(0))
     timed_from = None
     for step in range(warmup + steps):
@@ -42,7 +43,7 @@ def measure(config: TrainConfig, device: torch.device, batches: ShuffledBatches,
         real, _ = next(stream)
         if config.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
-        loss = train_step(gan, real, latent_dim=config.latent_dim, reuse_fake=config.reuse_fake)[0]
+        loss = train_step(real)[0]
     loss.item()  # one sync at the end
     return steps * batches.batch_size / (time.perf_counter() - timed_from)
 

@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from dcgan.artifacts import pyplot, read_metrics
+from dcgan.plots import pyplot, read_metrics
 
 TUTORIAL_10_EPOCHS_FID = 8.37  # the `tutorial` preset after 10 epochs (README, Baselines)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dcgan.classifier import (DigitClassifier, TrainSettings, accuracy, augment, bundled_path, embed, load_classifier,
+from dcgan.evaluation.classifier import (DigitClassifier, TrainSettings, accuracy, augment, bundled_path, embed, load_classifier,
                               train_classifier, train_test_data)
 from dcgan.data import ImageData
 from dcgan.errors import UserError

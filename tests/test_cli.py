@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dcgan.artifacts import read_metrics, to_uint8
+from dcgan.images import to_uint8
+from dcgan.plots import read_metrics
 
 
 @pytest.fixture(scope="module")

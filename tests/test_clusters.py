@@ -10,12 +10,13 @@ import torch
 
 from conftest import TINY
 from dcgan.checkpoint import load_checkpoint
-from dcgan.clusters import cluster_images, kmeans
-from dcgan.conditional import ClusterGenerator
+from dcgan.training.clusters import cluster_images, kmeans
+from dcgan.networks.labelled import ClusterGenerator
+from dcgan.networks.tutorial import TutorialGenerator
 from dcgan.config import TrainConfig
 from dcgan.errors import UserError
 from dcgan.sampling import generate
-from dcgan.training import build_gan, mode_seeking_loss, train_step
+from dcgan.training.step import TrainingStep, build_gan, mode_seeking_loss
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -64,21 +65,21 @@ def test_cluster_images_gives_the_cluster_sizes_as_the_prior() -> None:
 
 
 def test_a_cluster_generator_draws_clusters_by_their_sizes() -> None:
-    generator = ClusterGenerator(latent_dim=4, num_clusters=3, image_size=8)
+    generator = ClusterGenerator(TutorialGenerator, latent_dim=4, num_clusters=3, image_size=8)
     generator.cluster_prior.copy_(torch.tensor([0.0, 1.0, 0.0]))
-    assert generator.sample_clusters(50, seed=0).tolist() == [1] * 50
+    assert generator.sample_labels(50, seed=0).tolist() == [1] * 50
     generator.cluster_prior.copy_(torch.tensor([0.2, 0.3, 0.5]))
-    draws = generator.sample_clusters(20_000, seed=1)
+    draws = generator.sample_labels(20_000, seed=1)
     assert torch.bincount(draws, minlength=3).div(20_000).tolist() == pytest.approx([0.2, 0.3, 0.5], abs=0.02)
-    assert torch.equal(draws, generator.sample_clusters(20_000, seed=1))
+    assert torch.equal(draws, generator.sample_labels(20_000, seed=1))
 
 
 def test_generate_draws_clusters_itself_and_refuses_labels() -> None:
-    generator = ClusterGenerator(latent_dim=4, num_clusters=3, image_size=8).eval()
+    generator = ClusterGenerator(TutorialGenerator, latent_dim=4, num_clusters=3, image_size=8).eval()
     images = generate(generator, 6, seed=0, device=CPU)
     assert images.shape == (6, 8, 8, 1) and images.dtype == np.uint8
     assert np.array_equal(images, generate(generator, 6, seed=0, device=CPU))
-    with pytest.raises(UserError, match="trained on clusters, not classes"):
+    with pytest.raises(UserError, match="trained on k-means clusters, not classes"):
         generate(generator, 6, seed=0, device=CPU, labels=torch.zeros(6, dtype=torch.int64))
 
 
@@ -96,7 +97,7 @@ def test_mode_seeking_changes_only_the_generator_update() -> None:
     for weight in (0.0, 1.0):
         torch.manual_seed(0)
         gan = build_gan(TrainConfig(image_size=8, latent_dim=4, precision="fp32"), CPU)
-        train_step(gan, real, latent_dim=4, reuse_fake=False, mode_seeking=weight)
+        TrainingStep(gan, latent_dim=4, mode_seeking=weight)(real)
         states.append((gan.generator.state_dict(), gan.discriminator.state_dict()))
     (g0, d0), (g1, d1) = states
     assert all(torch.equal(d0[k], d1[k]) for k in d0)

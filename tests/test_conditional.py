@@ -13,13 +13,14 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from conftest import TINY
-from dcgan.artifacts import read_metrics
+from dcgan.plots import read_metrics
 from dcgan.checkpoint import load_checkpoint
-from dcgan.conditional import ConditionalGenerator, ProjectionDiscriminator
+from dcgan.networks.labelled import ConditionalGenerator, ProjectionDiscriminator
+from dcgan.networks.tutorial import TutorialDiscriminator, TutorialGenerator
 from dcgan.config import TrainConfig
 from dcgan.errors import UserError
 from dcgan.sampling import parse_labels
-from dcgan.training import build_gan
+from dcgan.training.step import build_gan
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,17 +28,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.mark.parametrize(("channels", "size"), [(1, 28), (3, 32), (1, 8)])
 def test_conditional_shapes(channels: int, size: int) -> None:
-    generator = ConditionalGenerator(latent_dim=16, num_classes=10, channels=channels, image_size=size)
+    generator = ConditionalGenerator(TutorialGenerator, latent_dim=16, num_classes=10, channels=channels, image_size=size)
     images = generator(torch.randn(5, 16), torch.tensor([0, 1, 2, 3, 9]))
     assert images.shape == (5, channels, size, size)
     assert images.min() >= -1 and images.max() <= 1
-    discriminator = ProjectionDiscriminator(num_classes=10, channels=channels, image_size=size)
+    discriminator = ProjectionDiscriminator(TutorialDiscriminator(channels=channels, image_size=size), num_classes=10)
     assert discriminator.logits(images, torch.tensor([0, 1, 2, 3, 9])).shape == (5, 1)
 
 
 def test_the_label_changes_the_generated_image() -> None:
     torch.manual_seed(0)
-    generator = ConditionalGenerator(latent_dim=16, num_classes=10).eval()
+    generator = ConditionalGenerator(TutorialGenerator, latent_dim=16, num_classes=10).eval()
     z = torch.randn(1, 16).repeat(2, 1)
     images = generator(z, torch.tensor([3, 7]))
     assert not torch.equal(images[0], images[1])
@@ -45,7 +46,7 @@ def test_the_label_changes_the_generated_image() -> None:
 
 def test_projection_adds_the_inner_product_of_the_class_embedding_and_the_features() -> None:
     torch.manual_seed(0)
-    discriminator = ProjectionDiscriminator(num_classes=10).eval()  # no dropout
+    discriminator = ProjectionDiscriminator(TutorialDiscriminator(), num_classes=10).eval()  # no dropout
     x = torch.rand(1, 1, 28, 28).repeat(2, 1, 1, 1) * 2 - 1
     logits = discriminator.logits(x, torch.tensor([2, 5]))
     features = discriminator.features(x[:1])[0]
@@ -55,16 +56,16 @@ def test_projection_adds_the_inner_product_of_the_class_embedding_and_the_featur
 
 @pytest.mark.parametrize("labels", [[0, 10], [-1, 3]])
 def test_out_of_range_labels_are_a_clear_error(labels: list[int]) -> None:
-    generator = ConditionalGenerator(num_classes=10)
+    generator = ConditionalGenerator(TutorialGenerator, num_classes=10)
     with pytest.raises(ValueError, match=r"labels must be in \[0, 9\]"):
         generator(torch.randn(2, 16), torch.tensor(labels))
-    discriminator = ProjectionDiscriminator(num_classes=10)
+    discriminator = ProjectionDiscriminator(TutorialDiscriminator(), num_classes=10)
     with pytest.raises(ValueError, match=r"labels must be in \[0, 9\]"):
         discriminator.logits(torch.zeros(2, 1, 28, 28), torch.tensor(labels))
 
 
 def test_float_labels_and_mismatched_counts_are_refused() -> None:
-    generator = ConditionalGenerator(num_classes=10)
+    generator = ConditionalGenerator(TutorialGenerator, num_classes=10)
     with pytest.raises(ValueError, match="integer"):
         generator(torch.randn(2, 16), torch.tensor([1.0, 2.0]))
     with pytest.raises(ValueError, match="3 noise vectors but 2 labels"):
@@ -213,7 +214,7 @@ def test_eval_every_logs_the_requested_class_accuracy_of_a_conditional_run(run_c
 
 def test_the_class_embedding_of_d_starts_at_the_scale_of_its_linear_layer() -> None:
     # An N(0, 1) start let the class term dominate D (docs/quality.md: recall 0.16 instead of 0.41).
-    discriminator = ProjectionDiscriminator(num_classes=10)
+    discriminator = ProjectionDiscriminator(TutorialDiscriminator(), num_classes=10)
     bound = (6 / (10 + 128 * 7 * 7)) ** 0.5  # Xavier uniform
     assert discriminator.embed.weight.abs().max().item() <= bound
     assert discriminator.embed.weight.std().item() > 0.5 * bound / 3 ** 0.5

@@ -11,9 +11,9 @@ from torch import nn
 from conftest import TINY
 from dcgan.checkpoint import load_checkpoint
 from dcgan.config import TrainConfig
-from dcgan.ema import EMA
+from dcgan.training.ema import EMA
 from dcgan.sampling import load_generator
-from dcgan.training import build_gan, train_step
+from dcgan.training.step import TrainingStep, build_gan
 
 CPU = torch.device("cpu")
 
@@ -79,7 +79,7 @@ def test_each_training_step_updates_the_average_and_not_the_reverse() -> None:
     gan = build_gan(TrainConfig(device="cpu", ema_decay=0.5), CPU)
     assert gan.ema is not None and gan.sampler() is gan.ema.module
     initial = [p.clone() for p in gan.ema.module.parameters()]
-    train_step(gan, torch.rand(8, 1, 28, 28) * 2 - 1, latent_dim=16, reuse_fake=False)
+    TrainingStep(gan, latent_dim=16)(torch.rand(8, 1, 28, 28) * 2 - 1)
     assert gan.ema.updates == 1
     # first update: decay min(0.5, 1/10) = 0.1, so the average is 0.1 * initial + 0.9 * the new weights
     for average, old, current in zip(gan.ema.module.parameters(), initial, gan.generator.parameters()):

@@ -16,13 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-from dcgan import evaluation
-from dcgan.artifacts import read_metrics
+from dcgan.evaluation import during_training, scoring
+from dcgan.plots import read_metrics
 from dcgan.checkpoint import load_checkpoint
-from dcgan.classifier import TrainSettings, load_classifier, save_classifier, train_classifier, train_test_data
+from dcgan.evaluation.classifier import TrainSettings, load_classifier, save_classifier, train_classifier, train_test_data
 from dcgan.data import bundled_mnist_dir, load_idx_dir
 from dcgan.errors import UserError
-from dcgan.evaluation import reference_data, reference_features
+from dcgan.evaluation.scoring import reference_data, reference_features
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -136,7 +136,7 @@ def test_reference_features_are_cached_on_disk(idx_dir: Path, isolated_cache: Pa
     def no_embedding(*args, **kwargs):
         raise AssertionError("the reference features should have come from the cache")
 
-    monkeypatch.setattr(evaluation, "embed", no_embedding)
+    monkeypatch.setattr(scoring, "embed", no_embedding)
     second = reference_features(classifier, data, description="idx")
     assert torch.equal(first.features, second.features)
     assert torch.equal(first.fit.cov, second.fit.cov)
@@ -246,7 +246,7 @@ def test_eval_every_logs_scores_plots_fid_and_keeps_the_best_checkpoint(run_cli,
 
 def test_a_time_limited_run_is_scored_at_its_end_and_evaluations_do_not_use_up_its_time(
         run_cli, idx_dir: Path, tmp_path: Path, monkeypatch):
-    score = evaluation.TrainingEvaluator.__call__
+    score = during_training.TrainingEvaluator.__call__
 
     def slow_score(self, *args, **kwargs):  # every evaluation takes longer than the whole time limit
         columns = score(self, *args, **kwargs)
@@ -254,7 +254,7 @@ def test_a_time_limited_run_is_scored_at_its_end_and_evaluations_do_not_use_up_i
             time.sleep(1.0)
         return columns
 
-    monkeypatch.setattr(evaluation.TrainingEvaluator, "__call__", slow_score)
+    monkeypatch.setattr(during_training.TrainingEvaluator, "__call__", slow_score)
     run = tmp_path / "run"
     code, _, err = run_cli("train", "--data", idx_dir, "--steps", "100000", "--batch-size", "4", "--quiet",
                            "--sample-every", "0", "--eval-every", "10", "--eval-samples", "50",

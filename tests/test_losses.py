@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from dcgan.config import TrainConfig
 from dcgan.errors import UserError
-from dcgan.losses import LOSSES, discriminator_loss, generator_loss
+from dcgan.training.losses import LOSSES, discriminator_loss, generator_loss
 
 
 def t(*values: float) -> torch.Tensor:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dcgan.metrics import (GaussianFit, class_stats, frechet_distance, gaussian_fit, kernel_distance, knn_radii,
+from dcgan.evaluation.metrics import (GaussianFit, class_stats, frechet_distance, gaussian_fit, kernel_distance, knn_radii,
                            manifold_coverage, polynomial_mmd, precision_recall)
 
 

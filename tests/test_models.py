@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from dcgan.models import Discriminator, Generator
+from dcgan.networks.tutorial import TutorialDiscriminator as Discriminator
+from dcgan.networks.tutorial import TutorialGenerator as Generator
 
 
 @pytest.mark.parametrize(("channels", "size"), [(1, 28), (3, 32), (1, 16)])

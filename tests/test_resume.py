@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-import dcgan.training as training
+import dcgan.training.loop as loop
+import dcgan.training.state as state
+from dcgan.training.step import TrainingStep
 from conftest import TINY, assert_same_training_state, flat_tensors
-from dcgan.artifacts import read_metrics
+from dcgan.plots import read_metrics
 from dcgan.checkpoint import load_checkpoint
 
 # 512 images in batches of 48: 11 batches an epoch, the last one partial (32 images), so 24 steps
@@ -128,12 +130,12 @@ def test_random_states_round_trip_through_a_checkpoint(tmp_path):
     torch.manual_seed(1)
     np.random.seed(2)
     random.seed(3)
-    torch.save(training.capture_rng(), tmp_path / "rng.pt")
+    torch.save(state.capture_rng(), tmp_path / "rng.pt")
     expected = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)])
     torch.rand(5)  # move every generator on
     np.random.rand(5)
     random.random()
-    training.restore_rng(torch.load(tmp_path / "rng.pt", weights_only=True))
+    state.restore_rng(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert torch.equal(torch.rand(3), expected[0])
     assert np.array_equal(np.random.rand(3), expected[1])
     assert [random.random() for _ in range(3)] == expected[2]
@@ -148,28 +150,28 @@ DIVERGE = ("--steps", "12", "--batch-size", "16", "--log-every", "2", "--checkpo
 
 def poison_generator(monkeypatch, steps: set[int] | None = None, *, from_step: int | None = None) -> None:
     """After the generator update of the given calls, set one of its weights to NaN."""
-    real, calls = training.generator_step, [0]
+    real, calls = TrainingStep.generator_step, [0]
 
-    def step(gan, fake, *args, **kwargs):
-        loss = real(gan, fake, *args, **kwargs)
+    def step(self, fake, *args, **kwargs):
+        loss = real(self, fake, *args, **kwargs)
         calls[0] += 1
         if (steps and calls[0] in steps) or (from_step is not None and calls[0] >= from_step):
             with torch.no_grad():
-                gan.generator.upsample[0].weight[0, 0, 0, 0] = math.nan
+                self.gan.generator.upsample[0].weight[0, 0, 0, 0] = math.nan
         return loss
 
-    monkeypatch.setattr(training, "generator_step", step)
+    monkeypatch.setattr(TrainingStep, "generator_step", step)
 
 
 def spy_on_checkpoints(monkeypatch) -> list[dict]:
     """Record every payload written, so a test can check that none holds a non-finite number."""
-    real, saved = training.save_checkpoint, []
+    real, saved = loop.save_checkpoint, []
 
     def save(payload, directory, *, keep=1):
         saved.append(payload)
         return real(payload, directory, keep=keep)
 
-    monkeypatch.setattr(training, "save_checkpoint", save)
+    monkeypatch.setattr(loop, "save_checkpoint", save)
     return saved
 
 
@@ -197,14 +199,14 @@ def test_a_nan_weight_rolls_back_with_half_the_learning_rates(run_cli, idx_dir, 
 
 
 def test_a_nan_loss_rolls_back(run_cli, idx_dir, tmp_path, monkeypatch):
-    real, calls = training.generator_step, [0]
+    real, calls = TrainingStep.generator_step, [0]
 
-    def step(gan, fake, *args, **kwargs):
+    def step(self, fake, *args, **kwargs):
         calls[0] += 1
-        loss = real(gan, fake, *args, **kwargs)
+        loss = real(self, fake, *args, **kwargs)
         return loss * math.nan if calls[0] == 6 else loss
 
-    monkeypatch.setattr(training, "generator_step", step)
+    monkeypatch.setattr(TrainingStep, "generator_step", step)
     run = tmp_path / "run"
     code, _, err = run_cli("train", "--data", idx_dir, "--out", run, *TINY, *DIVERGE)
     assert code == 0, err

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import TINY, assert_same_training_state
-from dcgan.artifacts import read_metrics
+from dcgan.plots import read_metrics
 from dcgan.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,11 +22,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # Installed before the CLI runs: the second checkpoint save hangs after writing its data and
 # before the rename, and says so through a marker file, so the test can SIGKILL it mid-save.
 HANG_IN_SECOND_SAVE = """
-import os, stat, sys, time
+import os, sys, time
 from pathlib import Path
 marker, real_fsync, files = Path(sys.argv[1]), os.fsync, []
 def fsync(fd):
-    if stat.S_ISREG(os.fstat(fd).st_mode):
+    if ".last.pt.tmp" in os.readlink(f"/proc/self/fd/{fd}"):  # a checkpoint's staged file
         files.append(fd)
         if len(files) == 2:
             marker.touch()

@@ -6,11 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from dcgan.artifacts import read_metrics
+from dcgan.plots import read_metrics
 from dcgan.config import TrainConfig
-from dcgan.rundir import RunDirectory
-from dcgan.training import (LossMeter, build_gan, discriminator_step, generator_step, learning_rates,
-                            resolve_precision, train, train_step)
+from dcgan.device import autocast_for, resolve_precision
+from dcgan.training.loop import Logger, train
+from dcgan.training.rundir import RunDirectory
+from dcgan.training.state import Position
+from dcgan.training.step import TrainingStep, build_gan, learning_rates
 
 CPU = torch.device("cpu")
 
@@ -30,7 +32,7 @@ def test_discriminator_step_updates_only_d_and_reports_the_bce_loss() -> None:
     real = torch.rand(8, 1, 28, 28) * 2 - 1
     with torch.no_grad():
         fake = gan.generator(torch.randn(8, 16))
-    d_loss, d_real, d_fake = discriminator_step(gan, real, fake)
+    d_loss, d_real, d_fake = TrainingStep(gan, latent_dim=16).discriminator_step(real, fake)
     assert d_loss.item() == pytest.approx(math.log(2), abs=1e-6)
     assert d_real.item() == pytest.approx(0.5) and d_fake.item() == pytest.approx(0.5)
     assert all(torch.equal(a, b) for a, b in zip(g_before, gan.generator.parameters()))
@@ -42,7 +44,7 @@ def test_generator_step_updates_only_g_and_leaves_d_trainable() -> None:
     torch.nn.init.zeros_(gan.discriminator.classify.weight)
     torch.nn.init.zeros_(gan.discriminator.classify.bias)
     d_before = [p.clone() for p in gan.discriminator.parameters()]
-    g_loss = generator_step(gan, gan.generator(torch.randn(8, 16)))
+    g_loss = TrainingStep(gan, latent_dim=16).generator_step(gan.generator(torch.randn(8, 16)))
     assert g_loss.item() == pytest.approx(math.log(2), abs=1e-6)  # -log 0.5
     assert all(torch.equal(a, b) for a, b in zip(d_before, gan.discriminator.parameters()))
     assert all(p.requires_grad for p in gan.discriminator.parameters())
@@ -55,7 +57,8 @@ def test_each_precision_and_memory_format_gives_finite_losses(precision: str, ch
     gan = _gan(precision=precision, channels_last=channels_last)
     real = torch.rand(8, 1, 28, 28) * 2 - 1
     for reuse_fake in (False, True, False):
-        d_loss, d_real, d_fake, g_loss = train_step(gan, real, latent_dim=16, reuse_fake=reuse_fake)
+        step = TrainingStep(gan, latent_dim=16, reuse_fake=reuse_fake, autocast=autocast_for(precision, CPU))
+        d_loss, d_real, d_fake, g_loss = step(real)
     assert all(math.isfinite(v.item()) for v in (d_loss, d_real, d_fake, g_loss))
     assert gan.generator(torch.randn(4, 16)).shape == (4, 1, 28, 28)
     assert all(p.dtype == torch.float32 for p in gan.generator.parameters())  # fp32 master weights
@@ -65,13 +68,13 @@ def test_reuse_fake_trains_g_on_the_batch_d_was_shown(monkeypatch: pytest.Monkey
     calls = []
     gan = _gan()
     forward = gan.generator.forward
-    monkeypatch.setattr(gan.generator, "forward", lambda z: calls.append(z) or forward(z))
+    monkeypatch.setattr(gan.generator, "forward", lambda z, labels=None: calls.append(z) or forward(z, labels))
     real = torch.rand(8, 1, 28, 28) * 2 - 1
-    train_step(gan, real, latent_dim=16, reuse_fake=False)
+    TrainingStep(gan, latent_dim=16, reuse_fake=False)(real)
     assert len(calls) == 2 and not torch.equal(calls[0], calls[1])  # fresh noise for each step
     calls.clear()
     g_before = [p.clone() for p in gan.generator.parameters()]
-    train_step(gan, real, latent_dim=16, reuse_fake=True)
+    TrainingStep(gan, latent_dim=16, reuse_fake=True)(real)
     assert len(calls) == 1
     assert any(not torch.equal(a, b) for a, b in zip(g_before, gan.generator.parameters()))  # G still learns
 
@@ -85,15 +88,26 @@ def test_precision_auto_and_large_batch_learning_rates() -> None:
     assert learning_rates(TrainConfig(batch_size=128, lr_scaling="sqrt")) == pytest.approx((4e-4, 2e-3))
 
 
-def test_loss_meter_reads_the_same_means_as_per_step_logging() -> None:
-    meter = LossMeter(CPU)
-    values = torch.rand(7, 4)
+def test_logger_writes_the_same_means_as_per_step_logging(tmp_path: Path) -> None:
+    run = RunDirectory.create(tmp_path / "run")
+    run.start(TrainConfig())
+
+    class Bar:
+        def set_postfix(self, **values):
+            self.postfix = values
+
+    logger = Logger(run, Bar(), batch_size=32, device=CPU)
+    logger.start_window(Position())
+    values = torch.rand(7, 4)  # d_loss, D(x), D(G(z)), g_loss per step
     for row in values:
-        meter.add(*row)
-    assert meter.count == 7
-    means = meter.read()
-    torch.testing.assert_close(torch.tensor(list(means.values())), values.mean(0))
-    assert meter.count == 0 and meter.sums.abs().sum() == 0
+        logger.add(*row)
+    assert logger.count == 7
+    logger.write(Position(step=7, train_seconds=2.0), {})
+    (row,) = read_metrics(run.metrics_csv)
+    means = values.double().mean(0)
+    assert [row[k] for k in ("d_loss", "d_real", "d_fake", "g_loss")] == pytest.approx(means.tolist(), rel=1e-5)
+    assert row["step"] == 7 and row["images_per_s"] == pytest.approx(7 * 32 / 2.0)
+    assert logger.count == 0 and logger.sums.abs().sum() == 0
 
 
 def test_short_training_run_writes_metrics_samples_and_checkpoint(tmp_path: Path, idx_dir: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .errors import UserError
+from .files import atomic_write, remove_temporaries, temporary_path
 
 KIND = "dcgan-checkpoint"
 # Format history: 1 = the first release; 2 adds `data_size` (images in the training set), so that
@@ -25,42 +26,18 @@ KIND = "dcgan-checkpoint"
 # version-2 reader would misread.
 FORMAT_VERSION = 3
 REQUIRED_KEYS = ("generator", "config", "step")
-TRAINING_KEYS = ("discriminator", "opt_g", "opt_d", "epoch", "batch", "rng")
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a rename inside `directory` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def atomic_save(payload: Any, path: str | Path) -> None:
-    """torch.save to a temporary file, fsync, rename over `path`, fsync the folder.
-
-    A crash at any moment leaves either the old file or the new one, never a partial one.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    """torch.save `payload` to `path` atomically: a crash leaves the old file or the new one, never a partial one."""
     buffer = io.BytesIO()  # serialise first: a full disk then fails as a plain OSError on write
-    torch.save(payload, buffer)
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             handle.write(buffer.getbuffer())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
+
+    torch.save(payload, buffer)
+    atomic_write(path, write)
 
 
 def write_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
@@ -99,12 +76,6 @@ def save_checkpoint(payload: dict[str, Any], directory: str | Path, *, keep: int
     return last
 
 
-def remove_temporaries(directory: Path) -> None:
-    """Delete the partial files of writers that were killed mid-save (they are never read)."""
-    for stale in directory.glob(".*.tmp*"):
-        stale.unlink(missing_ok=True)
-
-
 def _peek_step(path: Path) -> int | None:
     try:
         # Memory-mapped: only the few bytes of `step` are read, not every tensor of the file.
@@ -116,7 +87,7 @@ def _peek_step(path: Path) -> int | None:
 def _link_or_copy(source: Path, target: Path) -> None:
     if target.exists() and os.path.samefile(source, target):
         return  # kept already, by a run killed after the link: renaming onto a link of itself is a no-op
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    tmp = temporary_path(target)
     tmp.unlink(missing_ok=True)
     try:
         os.link(source, tmp)
@@ -181,11 +152,3 @@ def _upgrade(payload: dict[str, Any]) -> dict[str, Any]:
     if payload["format_version"] == 2:
         payload = {**payload, "format_version": 3}  # nothing to add: no EMA, not conditional
     return payload
-
-
-def require_training_state(payload: dict[str, Any], path: str | Path) -> None:
-    """Refuse to resume from a checkpoint that holds only a generator."""
-    missing = [key for key in TRAINING_KEYS if key not in payload]
-    if missing:
-        raise UserError(f"{path}: checkpoint has no training state ({', '.join(missing)} missing); "
-                        f"it can generate samples but cannot be resumed")

@@ -10,14 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import (DEVICES, LR_SCALINGS, PRECISIONS, PRESETS, TrainConfig, config_from_dict, read_toml,
+from .config import (ARCHITECTURES, DEVICES, LOSSES, LR_SCALINGS, PRECISIONS, PRESETS, TrainConfig, read_toml,
                      resolve_config)
 from .errors import UserError
-from .losses import LOSSES
-
-# Options that may change when a run is resumed; everything else is fixed by the checkpoint.
-RESUMABLE = {"steps", "epochs", "time_limit", "device", "log_every", "sample_every", "checkpoint_every",
-             "keep_checkpoints", "eval_every", "eval_samples", "eval_classifier"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -85,6 +80,7 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--data", default=s, help="mnist (bundled), an IDX directory, an image folder, "
                                              "or torchvision:<Name>")
     g.add_argument("--download", action="store_true", default=s, help="let torchvision:<Name> download")
+    g.add_argument("--arch", choices=ARCHITECTURES, default=s, help="network family (default: tutorial)")
     g.add_argument("--image-size", type=_positive_int, default=s)
     g.add_argument("--channels", type=_positive_int, default=s)
     g.add_argument("--latent-dim", type=_positive_int, default=s)
@@ -114,7 +110,8 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--steps", type=_non_negative_int, default=s, help="total steps (wins over --epochs)")
     g.add_argument("--time-limit", type=_non_negative_float, metavar="MINUTES", default=s,
                    help="stop cleanly, with a checkpoint, after this many minutes of training "
-                        "(evaluations during training not counted)")
+                        "(evaluations during training not counted); alone, without --epochs or --steps, "
+                        "train until it runs out")
     g = p.add_argument_group("execution and outputs")
     g.add_argument("--device", choices=DEVICES, default=s)
     g.add_argument("--precision", choices=PRECISIONS, default=s,
@@ -245,39 +242,26 @@ def _require_new_file(out: Path) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint, require_training_state
-    from .rundir import RunDirectory
-    from .training import train
+    from .evaluation.during_training import evaluate_during_training, feature_network_for
+    from .training.loop import train
+    from .training.rundir import RunDirectory
+    from .training.state import load_resume_point
 
     flags = _flag_values(args)
     if args.resume:
         if args.out or args.config:
             raise UserError("--resume takes its settings from the run: drop --out and --config")
-        fixed = sorted(set(flags) - RESUMABLE)
-        if fixed:
-            raise UserError(f"--resume: {', '.join('--' + f.replace('_', '-') for f in fixed)} cannot change "
-                            f"in a resumed run")
         run = RunDirectory(args.resume)
-        if (run.root / "config.toml").is_file() and not (run.checkpoints / "last.pt").exists():
-            raise UserError(f"--resume {run.root}: the run stopped before its first checkpoint; "
-                            f"start it again with a new --out")
-        payload = load_checkpoint(run.checkpoints / "last.pt")
-        require_training_state(payload, run.checkpoints / "last.pt")
-        stored = config_from_dict(payload["config"], str(run.checkpoints / "last.pt"))
-        if "epochs" in flags and "steps" not in flags:
-            flags["steps"] = 0
-        config = stored.replace(**flags)
+        config, payload = load_resume_point(run.root, flags)
     else:
         file_values = read_toml(args.config) if args.config else {}
         config = resolve_config(file_values, flags)
         payload = None
         run = RunDirectory.create(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     if config.eval_every:
-        from .evaluation import feature_network_for
-
         feature_network_for(config)  # a wrong --eval-classifier fails before anything is written
     try:
-        result = train(config, run, resume=payload, progress=not args.quiet)
+        result = train(config, run, resume=payload, progress=not args.quiet, evaluator=evaluate_during_training)
     except KeyboardInterrupt as exc:  # a second signal: leave now; every file on disk is whole
         hint = f"; resume with: dcgan train --resume {run.root}" if (run.checkpoints / "last.pt").is_file() else ""
         print(f"dcgan: stopped at once{hint}", file=sys.stderr)
@@ -292,8 +276,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .sampling import generate, labels_path, labels_per_class, load_generator, parse_labels, write_images
-    from .training import select_device
+    from .device import select_device
+    from .sampling import NOT_CLASSES, generate, labels_path, labels_per_class, load_generator, parse_labels, write_images
 
     out = Path(args.out)
     if args.grid or args.format == "npy":
@@ -303,16 +287,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.format == "npy" and not args.grid and labels_path(out).exists():
         raise UserError(f"--out {out}: {labels_path(out)} already exists; choose another path")
     device = select_device(args.device)
-    generator, config = load_generator(args.checkpoint, device)
+    generator, _ = load_generator(args.checkpoint, device)
     spec = args.label if args.label is not None else args.labels
-    if spec is not None and not config.conditional:
-        kind = "trained on k-means clusters, not classes" if config.clusters else "an unconditional model"
-        raise UserError(f"--label{'s' if args.label is None else ''}: {args.checkpoint} is {kind}; "
-                        f"train one with --conditional (or --preset conditional)")
+    if spec is not None and generator.conditioning != "classes":
+        raise UserError(f"--label{'s' if args.label is None else ''}: {args.checkpoint} is "
+                        f"{NOT_CLASSES[generator.conditioning]}; train one with --conditional (or --preset conditional)")
     labels = None
-    if config.conditional:
+    if generator.conditioning == "classes":
         flag = "--label" if args.label is not None else "--labels"
-        classes = list(range(config.num_classes)) if spec is None else parse_labels(spec, config.num_classes, flag=flag)
+        classes = list(range(generator.num_classes)) if spec is None else parse_labels(spec, generator.num_classes,
+                                                                                       flag=flag)
         labels = labels_per_class(classes, args.num)
     images = generate(generator, len(labels) if labels is not None else args.num, seed=args.seed, device=device,
                       labels=labels)
@@ -339,8 +323,8 @@ def cmd_export_png(args: argparse.Namespace) -> int:
 
 
 def cmd_classifier_train(args: argparse.Namespace) -> int:
-    from .classifier import TrainSettings, save_classifier, train_classifier, train_test_data
-    from .training import select_device
+    from .device import select_device
+    from .evaluation.classifier import TrainSettings, save_classifier, train_classifier, train_test_data
 
     out = Path(args.out)
     _require_new_file(out)
@@ -366,8 +350,8 @@ def cmd_classifier_train(args: argparse.Namespace) -> int:
 
 
 def cmd_classifier_test(args: argparse.Namespace) -> int:
-    from .classifier import accuracy, load_classifier, train_test_data
-    from .training import select_device
+    from .device import select_device
+    from .evaluation.classifier import accuracy, load_classifier, train_test_data
 
     classifier = load_classifier(args.classifier, device=select_device(args.device))
     info = classifier.info
@@ -378,10 +362,10 @@ def cmd_classifier_test(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .classifier import load_classifier
-    from .evaluation import (EvalSettings, evaluate, format_report, load_requested, load_samples, reference_data,
-                             reference_features, samples_from_checkpoint, to_json)
-    from .training import select_device
+    from .device import select_device
+    from .evaluation.classifier import load_classifier
+    from .evaluation.scoring import (EvalSettings, evaluate, format_report, load_requested, load_samples,
+                                     reference_data, reference_features, samples_from_checkpoint, to_json)
 
     json_path = Path(args.json) if args.json else None
     if json_path is not None and not json_path.parent.is_dir():

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .losses import LOSSES
 
+# The names of the choices; the modules that implement them are keyed by these names.
+ARCHITECTURES = ("tutorial",)  # networks.ARCHITECTURES
+LOSSES = ("bce", "hinge", "lsgan")  # training.losses
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 LR_SCALINGS = ("none", "sqrt", "linear")
@@ -29,6 +31,7 @@ class TrainConfig:
     image_size: int = 28
     channels: int = 1
     # model
+    arch: str = "tutorial"  # the network family (networks/): the tutorial's
     latent_dim: int = 16
     # optimisation (the tutorial's values)
     batch_size: int = 32
@@ -46,7 +49,8 @@ class TrainConfig:
     conditional: bool = False  # class-conditional G and projection D
     num_classes: int = 0  # set from the data when `conditional` (stored so checkpoints rebuild the model)
     clusters: int = 0  # > 0: train on this many k-means clusters of the images as pseudo-classes (no labels used)
-    # length: `steps` wins when set; `time_limit` (minutes) stops earlier, with a checkpoint
+    # length: `steps` wins when set; `time_limit` (minutes) stops earlier, with a checkpoint; with both
+    # `epochs` and `steps` 0, a run lasts until its `time_limit`
     epochs: int = 1
     steps: int = 0
     time_limit: float = 0.0
@@ -104,8 +108,8 @@ class TrainConfig:
                             "so it cannot be used with --reuse-fake (one batch for both)")
         if self.loss not in LOSSES:
             raise UserError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if self.epochs == 0 and self.steps == 0:
-            raise UserError("--epochs and --steps are both 0: nothing to train")
+        if self.epochs == 0 and self.steps == 0 and self.time_limit == 0:
+            raise UserError("--epochs and --steps are both 0 and there is no --time-limit: nothing to train")
         if self.image_size % 4:
             raise UserError(f"--image-size must be a multiple of 4, got {self.image_size}")
         if self.channels not in (1, 3):
@@ -118,6 +122,8 @@ class TrainConfig:
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.lr_scaling not in LR_SCALINGS:
             raise UserError(f"--lr-scaling must be one of {', '.join(LR_SCALINGS)}, got {self.lr_scaling!r}")
+        if self.arch not in ARCHITECTURES:
+            raise UserError(f"--arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
         if self.preset not in PRESETS:
             raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
 
@@ -186,12 +192,42 @@ def resolve_config(file_values: dict[str, Any] | None = None, flag_values: dict[
         raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     merged = {**PRESETS[preset], **file_values, **flag_values, "preset": preset}
     chosen = file_values.keys() | flag_values.keys()
+    if until_time_limit(chosen):
+        merged.update(epochs=0, steps=0)
     if merged.get("conditional") and "clusters" not in chosen:
         merged["clusters"] = 0  # the data's labels take the place of the preset's clusters
     if merged.get("reuse_fake") and merged.get("mode_seeking") and "mode_seeking" not in chosen:
         raise UserError(f"--reuse-fake: the {preset} preset's mode-seeking term compares two generated batches; "
                         f"add --mode-seeking 0 to use one batch")
     return TrainConfig(**merged)
+
+
+def until_time_limit(chosen: set[str] | dict[str, Any]) -> bool:
+    """Whether a run's length is named by --time-limit alone: then it trains until the time runs out."""
+    return "time_limit" in chosen and not {"epochs", "steps"} & set(chosen)
+
+
+# Options that may change when a run is resumed; the others are the run's recipe, fixed by its checkpoint.
+RESUMABLE = frozenset({"steps", "epochs", "time_limit", "device", "log_every", "sample_every", "checkpoint_every",
+                       "keep_checkpoints", "eval_every", "eval_samples", "eval_classifier"})
+
+
+def resumed_config(stored: TrainConfig, flag_values: dict[str, Any], origin: str) -> TrainConfig:
+    """A resumed run's config: the run's own, with the flags that may change (RESUMABLE) applied.
+
+    A recipe flag equal to the run's value is accepted; a different one is refused in one line
+    naming both values. `--epochs` alone replaces the run's `--steps`, `--time-limit` alone both.
+    """
+    changed = [f"{flag(name)} {flag_values[name]!r} (the run has {getattr(stored, name)!r})"
+               for name in sorted(set(flag_values) - RESUMABLE) if flag_values[name] != getattr(stored, name)]
+    if changed:
+        raise UserError(f"--resume {origin}: a resumed run keeps its recipe; cannot change {', '.join(changed)}")
+    changes = {name: value for name, value in flag_values.items() if name in RESUMABLE}
+    if until_time_limit(changes):
+        changes.update(epochs=0, steps=0)
+    elif "epochs" in changes and "steps" not in changes:
+        changes["steps"] = 0
+    return stored.replace(**changes)
 
 
 def config_from_dict(values: dict[str, Any], origin: str) -> TrainConfig:

@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from .errors import UserError
+from .files import atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 IDX_PREFIX = {"train": "train", "test": "t10k"}
@@ -171,9 +172,7 @@ def load_image_folder(root: str | Path, channels: int, image_size: int, use_cach
 def _write_cache(path: Path, payload: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: torch.save(payload, tmp))
     except OSError:
         pass  # the cache is an optimisation: an unwritable cache directory is not an error
 

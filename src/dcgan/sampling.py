@@ -10,16 +10,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .artifacts import grid_image, to_uint8
+from torch import nn
+
 from .checkpoint import load_checkpoint
-from .conditional import ClusterGenerator, ConditionalGenerator
 from .config import TrainConfig, config_from_dict
 from .errors import UserError, reason
-from .models import Generator
-from .training import build_generator
+from .images import grid_image, to_uint8
+from .networks import build_generator
 
 
-def load_generator(path: str | Path, device: torch.device) -> tuple[Generator | ConditionalGenerator, TrainConfig]:
+def load_generator(path: str | Path, device: torch.device) -> tuple[nn.Module, TrainConfig]:
     """The generator of a checkpoint (its moving average when it has one, in inference mode) and its config."""
     payload = load_checkpoint(path)
     config = config_from_dict(payload["config"], str(path))
@@ -51,9 +51,10 @@ def parse_labels(text: str, num_classes: int, *, flag: str = "--labels") -> list
     return list(dict.fromkeys(classes))
 
 
-def balanced_labels(num: int, num_classes: int) -> torch.Tensor:
-    """Classes 0, 1, ..., K-1, 0, 1, ... for `num` samples: every class equally often (to within one)."""
-    return torch.arange(num) % num_classes
+def class_labels(generator: nn.Module, num: int, *, seed: int) -> torch.Tensor | None:
+    """The classes a class-conditional generator is asked for when it is scored: every class in turn
+    (None for other generators, which are not asked for classes)."""
+    return generator.sample_labels(num, seed=seed) if generator.conditioning == "classes" else None
 
 
 def labels_per_class(classes: list[int], per_class: int) -> torch.Tensor:
@@ -61,26 +62,26 @@ def labels_per_class(classes: list[int], per_class: int) -> torch.Tensor:
     return torch.tensor(classes).repeat_interleave(per_class)
 
 
+NOT_CLASSES = {"none": "an unconditional model", "clusters": "trained on k-means clusters, not classes"}
+
+
 @torch.no_grad()
-def generate(generator: Generator | ConditionalGenerator, num: int, *, seed: int, device: torch.device,
-             batch_size: int = 1000, labels: torch.Tensor | None = None) -> np.ndarray:
+def generate(generator: nn.Module, num: int, *, seed: int, device: torch.device, batch_size: int = 1000,
+             labels: torch.Tensor | None = None) -> np.ndarray:
     """`num` samples as uint8 (N, H, W, C), 0 = background, from noise seeded by `seed` (and `labels`, (N,)).
 
-    A model trained on clusters draws its clusters by their sizes (also from `seed`).
+    Without `labels`, the generator draws its own (networks/: every class in turn, or clusters by
+    their sizes, also from `seed`); only a class-conditional generator takes `labels`.
     """
     noise = torch.randn(num, generator.latent_dim, generator=torch.Generator().manual_seed(seed))
-    if isinstance(generator, ClusterGenerator):
-        if labels is not None:
-            raise UserError("--label/--labels need a conditional model; this one was trained on clusters, not classes")
-        labels = generator.sample_clusters(num, seed=seed)
-    elif isinstance(generator, ConditionalGenerator) and labels is None:
-        raise UserError("this is a conditional model: name the classes to draw")
-    elif labels is not None and not isinstance(generator, ConditionalGenerator):
-        raise UserError("--label/--labels need a conditional model; this checkpoint's is unconditional")
+    if labels is None:
+        labels = generator.sample_labels(num, seed=seed)
+    elif generator.conditioning != "classes":
+        raise UserError(f"--label/--labels need a conditional model; this one is {NOT_CLASSES[generator.conditioning]}")
     chunks = []
     for i in range(0, num, batch_size):
-        z = noise[i:i + batch_size].to(device)
-        chunks.append(to_uint8(generator(z) if labels is None else generator(z, labels[i:i + batch_size].to(device))))
+        batch_labels = None if labels is None else labels[i:i + batch_size].to(device)
+        chunks.append(to_uint8(generator(noise[i:i + batch_size].to(device), batch_labels)))
     return np.concatenate(chunks)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("bce", "hinge", "lsgan")
+from ..config import LOSSES  # noqa: F401 - the names, kept with the other choices; the functions are here
 
 
 def bce_discriminator(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

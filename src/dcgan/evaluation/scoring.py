@@ -1,4 +1,4 @@
-"""Scoring samples: loading them, the cached reference features, the report, and `--eval-every`.
+"""Scoring samples: loading them, the cached reference features, the metrics and the report.
 
 Samples and references are uint8 (N, C, H, W) tensors, 0 = background (MNIST's polarity).
 """
@@ -17,14 +17,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .classifier import ClassifierInfo, LoadedClassifier, embed, load_classifier
-from .config import TrainConfig
-from .data import IMAGE_EXTENSIONS, ImageData, cache_dir, load_data
-from .artifacts import plot_fid
-from .errors import UserError, reason
+from ..checkpoint import atomic_save
+from ..data import IMAGE_EXTENSIONS, ImageData, cache_dir, load_data
+from ..errors import UserError, reason
+from ..sampling import class_labels, generate, load_generator
+from .classifier import ClassifierInfo, LoadedClassifier, embed
 from .metrics import (ClassStats, GaussianFit, KernelDistance, PrecisionRecall, class_stats, frechet_distance,
                       gaussian_fit, kernel_distance, precision_recall)
-from .rundir import RunDirectory, replace_atomically
 
 MIN_SAMPLES = 50  # below this, k-NN manifolds and covariances say little
 CACHE_VERSION = 1
@@ -159,12 +158,10 @@ def samples_from_checkpoint(path: str | Path, info: ClassifierInfo, *, num: int,
 
     A conditional model is asked for every class equally often; the classes are None otherwise.
     """
-    from .sampling import balanced_labels, generate, load_generator
-
     if num < MIN_SAMPLES:
         raise UserError(f"--num {num}: too few samples; at least {MIN_SAMPLES} are needed (10000 is the usual number)")
-    generator, config = load_generator(path, device)
-    requested = balanced_labels(num, config.num_classes) if config.conditional else None
+    generator, _ = load_generator(path, device)
+    requested = class_labels(generator, num, seed=seed)
     images = torch.from_numpy(generate(generator, num, seed=seed, device=device, labels=requested))
     return check_samples(images.permute(0, 3, 1, 2).contiguous(), info, f"--checkpoint {path}"), requested
 
@@ -227,8 +224,6 @@ def _read_cached(path: Path) -> torch.Tensor | None:
 
 
 def _write_cached(path: Path, features: torch.Tensor) -> None:
-    from .checkpoint import atomic_save
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_save({"features": features}, path)
@@ -297,103 +292,3 @@ def format_report(result: Evaluation) -> str:
 def to_json(result: Evaluation) -> str:
     """The evaluation as one line of JSON."""
     return json.dumps(result.to_dict(), allow_nan=False)
-
-
-# ---------------------------------------------------------------------------------------------
-# During training
-# ---------------------------------------------------------------------------------------------
-
-class TrainingEvaluator:
-    """`--eval-every N`: scores the generator every N steps, plots fid.png and keeps checkpoints/best.pt."""
-
-    def __init__(self, *, classifier: LoadedClassifier, reference: Reference, every: int, num: int, seed: int,
-                 run_root: Path, checkpoints: Path, metrics_csv: Path, num_classes: int = 0) -> None:
-        self.classifier = classifier
-        self.num_classes = num_classes  # > 0: a conditional generator, asked for every class in turn
-        self.reference = reference
-        self.every = every
-        self.num = num
-        self.seed = seed
-        self.root = run_root
-        self.best_path = checkpoints / "best.pt"
-        self.history = _fid_history(metrics_csv)
-        self.best_fid = _best_fid(self.best_path)
-
-    def due(self, step: int, final: bool) -> bool:
-        """Every `every` steps, and at the run's last step."""
-        return step % self.every == 0 or final
-
-    def __call__(self, generator: torch.nn.Module, step: int, final: bool,
-                 payload: Callable[[], dict[str, Any]]) -> dict[str, float]:
-        """Score the generator when due; returns the metrics.csv columns ({} when not due)."""
-        if not self.due(step, final) or not all(torch.isfinite(p).all() for p in generator.parameters()):
-            return {}  # a broken generator is the roll-back's business, not a score
-        from .sampling import balanced_labels, generate
-
-        device = next(generator.parameters()).device
-        was_training = generator.training
-        generator.eval()
-        requested = balanced_labels(self.num, self.num_classes) if self.num_classes else None
-        try:
-            samples = generate(generator, self.num, seed=self.seed, device=device, labels=requested)
-        finally:
-            generator.train(was_training)
-        images = torch.from_numpy(samples).permute(0, 3, 1, 2).contiguous()
-        result = evaluate(self.classifier, images, self.reference, samples=f"step {step}",
-                          settings=EvalSettings(kid_subsets=20), requested=requested)
-        self.history = [(s, f) for s, f in self.history if s < step] + [(step, result.fid)]  # after a roll-back
-        replace_atomically(self.root / "fid.png", lambda tmp: plot_fid(self.history, tmp))
-        if math.isfinite(result.fid) and result.fid < self.best_fid:
-            self._save_best(payload(), result)
-        return result.columns()
-
-    def _save_best(self, payload: dict[str, Any], result: Evaluation) -> None:
-        from .checkpoint import write_checkpoint
-
-        write_checkpoint({**payload, "eval": result.columns()}, self.best_path)
-        self.best_fid = result.fid
-
-
-def feature_network_for(config: TrainConfig, device: torch.device | str = "cpu") -> LoadedClassifier:
-    """The `--eval-classifier` of a training config (bundled MNIST by default), checked against its images."""
-    classifier = load_classifier(config.eval_classifier or None, device=device)
-    info = classifier.info
-    if info.input_shape != (config.channels, config.image_size, config.image_size):
-        raise UserError(f"--eval-every: the feature network {Path(info.source).name} takes {info.describe_shape()} "
-                        f"images, but this run makes {config.channels}x{config.image_size}x{config.image_size}; "
-                        f"train one with `dcgan classifier train --data {config.data}` and pass --eval-classifier")
-    if config.eval_samples < MIN_SAMPLES:
-        raise UserError(f"--eval-samples {config.eval_samples}: at least {MIN_SAMPLES} are needed")
-    return classifier
-
-
-def evaluate_during_training(config: TrainConfig, run: RunDirectory, device: torch.device) -> TrainingEvaluator | None:
-    """The `--eval-every` evaluator of a run (None when it is off)."""
-    if config.eval_every <= 0:
-        return None
-    classifier = feature_network_for(config, device)
-    info = classifier.info
-    data = reference_data(config.data, info, download=config.download)
-    reference = reference_features(classifier, data, description=f"{config.data} (test)")
-    return TrainingEvaluator(classifier=classifier, reference=reference, every=config.eval_every,
-                             num=config.eval_samples, seed=config.seed, run_root=run.root,
-                             checkpoints=run.checkpoints, metrics_csv=run.metrics_csv,
-                             num_classes=config.num_classes if config.conditional else 0)
-
-
-def _fid_history(metrics_csv: Path) -> list[tuple[int, float]]:
-    from .artifacts import read_metrics
-
-    if not metrics_csv.is_file():
-        return []
-    rows = read_metrics(metrics_csv)
-    return [(int(row["step"]), row["fid"]) for row in rows if math.isfinite(row.get("fid", math.nan))]
-
-
-def _best_fid(path: Path) -> float:
-    if not path.is_file():
-        return math.inf
-    try:
-        return float(torch.load(path, map_location="cpu", weights_only=True)["eval"]["fid"])
-    except Exception:  # noqa: BLE001 - an unreadable best.pt is replaced by the next evaluation
-        return math.inf

@@ -1,7 +1,9 @@
 """The tutorial's DCGAN: a generator from latent noise to images, and a discriminator.
 
 Shapes are written for the tutorial's MNIST setting (image_size 28, so base = 7); other sizes
-scale the same way (base = image_size / 4).
+scale the same way (base = image_size / 4). Both networks follow the package's one interface
+(`networks/__init__.py`): `G(z, labels=None)`, `D.logits(x, labels=None)`; being unconditional,
+they refuse labels.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ import torch
 from torch import nn
 
 
-class Generator(nn.Module):
+class TutorialGenerator(nn.Module):
     """Noise (B, latent_dim) -> images (B, channels, image_size, image_size) in [-1, 1]."""
+
+    conditioning = "none"
+    num_classes = 0
 
     def __init__(self, *, latent_dim: int = 16, channels: int = 1, image_size: int = 28) -> None:
         super().__init__()
@@ -33,16 +38,22 @@ class Generator(nn.Module):
             nn.Tanh(),
         )
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        refuse_labels(labels)
         features = self.project(z).view(-1, 256, self.base, self.base)  # (B, 256, 7, 7)
         return self.upsample(features)
 
+    def sample_labels(self, num: int, *, seed: int) -> None:
+        """An unconditional generator takes no labels."""
+        return None
 
-class Discriminator(nn.Module):
+
+class TutorialDiscriminator(nn.Module):
     """Images (B, channels, image_size, image_size) -> probability of being real, (B, 1).
 
     `logits` stops before the final Sigmoid: training uses it with the numerically stable
     `binary_cross_entropy_with_logits`, which is the same loss as BCE on the Sigmoid's output.
+    `features` and `classify` are the two halves that a projection discriminator reuses.
     """
 
     def __init__(self, *, channels: int = 1, image_size: int = 28) -> None:
@@ -60,23 +71,16 @@ class Discriminator(nn.Module):
         self.classify = nn.Linear(128 * base**2, 1)  # (B, 1)
         self.output = nn.Sigmoid()
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Pre-sigmoid scores, (B, 1)."""
+        refuse_labels(labels)
         return self.classify(self.features(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(self.logits(x))
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.output(self.logits(x, labels))
 
 
-def with_spectral_norm(module: nn.Module) -> nn.Module:
-    """Wrap every convolution, linear layer and embedding of `module` in spectral normalisation.
-
-    Each weight is divided by its largest singular value (one power iteration per training
-    forward pass), which bounds the network's Lipschitz constant (Miyato et al., 2018).
-    """
-    from torch.nn.utils.parametrizations import spectral_norm
-
-    layers = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding))]
-    for layer in layers:
-        spectral_norm(layer)
-    return module
+def refuse_labels(labels: torch.Tensor | None) -> None:
+    """Raise ValueError when an unconditional network is given labels."""
+    if labels is not None:
+        raise ValueError("this network is unconditional: it takes no labels")

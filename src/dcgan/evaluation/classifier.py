@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ImageData, load_data
-from .errors import UserError, reason
+from ..checkpoint import atomic_save
+from ..data import ImageData, load_data
+from ..errors import UserError, reason
 
 KIND = "dcgan-classifier"
 FORMAT_VERSION = 1
@@ -134,8 +135,6 @@ def bundled_path() -> Path:
 def save_classifier(model: DigitClassifier, path: str | Path, *, classes: tuple[str, ...], data: str,
                     test_accuracy: float, settings: TrainSettings) -> Path:
     """Write the weights and their description as a `weights_only`-loadable file."""
-    from .checkpoint import atomic_save
-
     payload = {"kind": KIND, "format_version": FORMAT_VERSION,
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                "channels": model.channels, "image_size": model.image_size, "num_classes": model.num_classes,

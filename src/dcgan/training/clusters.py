@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..ops import squared_distances
+
 MAX_SIDE = 32  # larger images are averaged down to 32x32 first: clusters need shapes, not detail
 
 
@@ -24,7 +26,7 @@ def kmeans(points: torch.Tensor, k: int, *, seed: int, iterations: int = 20) -> 
     centres = _kmeans_plus_plus(points, squared_norms, k, rng)
     assignment = torch.full((points.shape[0],), -1, dtype=torch.int64)
     for _ in range(iterations):
-        distances = _squared_distances(points, squared_norms, centres)  # (N, k)
+        distances = squared_distances(points, centres, a_squared_norms=squared_norms)  # (N, k)
         new_assignment = distances.argmin(dim=1)
         if torch.equal(new_assignment, assignment):
             break
@@ -37,19 +39,13 @@ def _kmeans_plus_plus(points: torch.Tensor, squared_norms: torch.Tensor, k: int,
                       ) -> torch.Tensor:
     """k starting centres, each drawn with probability proportional to its squared distance from the others."""
     centres = points[torch.randint(points.shape[0], (1,), generator=rng)]
-    nearest = _squared_distances(points, squared_norms, centres).squeeze(1)  # (N,) to the nearest centre
+    nearest = squared_distances(points, centres, a_squared_norms=squared_norms).squeeze(1)  # (N,) to the nearest centre
     for _ in range(k - 1):
-        weights = nearest.clamp(min=0)  # rounding can make |p|² - 2 p·c + |c|² slightly negative
-        weights = weights if weights.sum() > 0 else torch.ones_like(weights)  # all points equal: any will do
+        weights = nearest if nearest.sum() > 0 else torch.ones_like(nearest)  # all points equal: any will do
         chosen = points[torch.multinomial(weights, 1, generator=rng)]
         centres = torch.cat([centres, chosen])
-        nearest = torch.minimum(nearest, _squared_distances(points, squared_norms, chosen).squeeze(1))
+        nearest = torch.minimum(nearest, squared_distances(points, chosen, a_squared_norms=squared_norms).squeeze(1))
     return centres
-
-
-def _squared_distances(points: torch.Tensor, squared_norms: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """|p - c|² for every point and centre, (N, k), as |p|² - 2 p·c + |c|² (one matrix product)."""
-    return torch.addmm(squared_norms + centres.pow(2).sum(dim=1), points, centres.T, alpha=-2)
 
 
 def _centres(points: torch.Tensor, assignment: torch.Tensor, k: int, distances: torch.Tensor) -> torch.Tensor:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
-import os
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
-from .artifacts import plot_losses, read_metrics, save_grid, save_progress_gif, step_of
-from .config import TrainConfig, to_toml
-from .errors import UserError
+from ..config import TrainConfig, to_toml
+from ..errors import UserError
+from ..files import is_temporary, replace_file, writing
+from ..images import save_grid, save_progress_gif, step_of
+from ..ops import eval_mode
+from ..plots import plot_losses, read_metrics
 
 # Written by `--eval-every` at the steps it scores; empty in the other rows.
 EVAL_FIELDS = ("fid", "kid", "precision", "recall", "classes_covered", "class_entropy", "confidence", "class_match")
@@ -49,12 +49,12 @@ class RunDirectory:
                 path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"--out {self.root}: cannot create the run directory ({exc.strerror})") from None
-        replace_atomically(self.root / "config.toml", lambda tmp: tmp.write_text(to_toml(config)))
+        replace_file(self.root / "config.toml", lambda tmp: tmp.write_text(to_toml(config)))
         self._write_metrics([])
 
     def resume(self, config: TrainConfig, step: int) -> None:
         """Record the continued run's config; drop metric rows and sample grids written after the checkpoint."""
-        replace_atomically(self.root / "config.toml", lambda tmp: tmp.write_text(to_toml(config)))
+        replace_file(self.root / "config.toml", lambda tmp: tmp.write_text(to_toml(config)))
         with writing(self.samples):
             self.samples.mkdir(exist_ok=True)
         self.truncate_metrics(step)
@@ -75,13 +75,13 @@ class RunDirectory:
                 writer.writerow(METRIC_FIELDS)
                 writer.writerows([row.get(name) or "" for name in METRIC_FIELDS] for row in rows)
 
-        replace_atomically(self.metrics_csv, write)
+        replace_file(self.metrics_csv, write)
 
     def truncate_samples(self, step: int) -> None:
         """Delete sample grids after `step` (and partial ones), so a resumed run redraws them once."""
         with writing(self.samples):
             for path in self.samples.glob("*.png"):
-                if path.name.startswith(".tmp-") or step_of(path) > step:
+                if is_temporary(path) or step_of(path) > step:
                     path.unlink(missing_ok=True)
 
     def log_metrics(self, row: dict[str, float]) -> None:
@@ -96,41 +96,18 @@ class RunDirectory:
         return self.sample_path(step).exists()
 
     @torch.no_grad()
-    def save_samples(self, generator: torch.nn.Module, noise: torch.Tensor, step: int) -> None:
-        """Write the grid of the fixed noise at `step` (batch norm in inference mode)."""
-        was_training = generator.training
-        generator.eval()
-        images = generator(noise)
-        generator.train(was_training)
-        replace_atomically(self.sample_path(step), lambda tmp: save_grid(images, tmp))
+    def save_samples(self, generator: torch.nn.Module, noise: torch.Tensor, step: int,
+                     labels: torch.Tensor | None = None) -> None:
+        """Write the grid of the fixed noise (and labels) at `step` (batch norm in inference mode)."""
+        with eval_mode(generator):
+            images = generator(noise, labels)
+        replace_file(self.sample_path(step), lambda tmp: save_grid(images, tmp))
 
     def finish(self) -> None:
         """Write progress.gif and losses.png from what the run has so far."""
-        replace_atomically(self.root / "progress.gif", lambda tmp: save_progress_gif(self.samples, tmp))
+        replace_file(self.root / "progress.gif", lambda tmp: save_progress_gif(self.samples, tmp))
         if self.metrics_csv.exists() and read_metrics(self.metrics_csv):
-            replace_atomically(self.root / "losses.png", lambda tmp: plot_losses(self.metrics_csv, tmp))
-
-
-@contextlib.contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """Turn a failed write (full disk, read-only folder) into a one-line UserError naming `path`."""
-    try:
-        yield
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Let `write` fill a temporary file, then rename it over `path`: a kill never leaves half a file."""
-    tmp = path.with_name(f".tmp-{path.name}")  # same suffix: image writers choose the format from it
-    with writing(path):
-        try:
-            write(tmp)
-            if tmp.exists():  # a writer may decide there is nothing to write (no sample grids yet)
-                os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            replace_file(self.root / "losses.png", lambda tmp: plot_losses(self.metrics_csv, tmp))
 
 
 def _step_of_row(row: dict[str, str]) -> float:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..ops import squared_distances
+
 
 @dataclass(frozen=True)
 class GaussianFit:
@@ -117,16 +119,10 @@ def knn_radii(features: torch.Tensor, k: int, *, chunk: int = 1024) -> torch.Ten
     if x.shape[0] <= k:
         raise ValueError(f"k-NN radii with k={k} need more than {k} feature vectors, got {x.shape[0]}")
     radii = [
-        _squared_distances(x[start:start + chunk], x).kthvalue(k + 1, dim=1).values  # +1: the point itself
+        squared_distances(x[start:start + chunk], x).kthvalue(k + 1, dim=1).values  # +1: the point itself
         for start in range(0, x.shape[0], chunk)
     ]
     return torch.cat(radii).sqrt()
-
-
-def _squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(len(a), len(b)) squared Euclidean distances; exact zeros for identical rows."""
-    squared = a.square().sum(1, keepdim=True) + b.square().sum(1) - 2 * a @ b.T
-    return squared.clamp_(min=0)
 
 
 def manifold_coverage(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, *,
@@ -135,7 +131,7 @@ def manifold_coverage(points: torch.Tensor, centres: torch.Tensor, radii: torch.
     points, centres = points.double(), centres.double()
     squared_radii = radii.double().square()
     inside = [
-        (_squared_distances(points[start:start + chunk], centres) <= squared_radii).any(1)
+        (squared_distances(points[start:start + chunk], centres) <= squared_radii).any(1)
         for start in range(0, points.shape[0], chunk)
     ]
     return float(torch.cat(inside).double().mean())

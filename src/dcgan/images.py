@@ -1,8 +1,7 @@
-"""Files a person opens: image grids, the progress animation and the loss plot."""
+"""Pictures a person opens: generator output as uint8 images, PNG grids and the progress animation."""
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from pathlib import Path
@@ -49,60 +48,13 @@ def save_progress_gif(sample_dir: str | Path, path: str | Path, *, frame_ms: int
     frames = sorted(Path(sample_dir).glob("step_*.png"), key=step_of)
     if not frames:
         return 0
-    images = [Image.open(frame).convert("L") for frame in frames]
+    images = [_frame(path) for path in frames]
     durations = [frame_ms] * (len(images) - 1) + [frame_ms * 5]  # linger on the final grid
     images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
     return len(images)
 
 
-def read_metrics(path: str | Path) -> list[dict[str, float]]:
-    """Rows of `metrics.csv` as dicts of floats (empty cells are NaN)."""
-    with open(path, newline="") as handle:
-        return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()}
-                for row in csv.DictReader(handle)]
-
-
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (imported late: it is slow to import)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_losses(metrics_csv: str | Path, path: str | Path) -> None:
-    """Plot discriminator and generator losses, and D(x) / D(G(z)), against the step."""
-    plt = pyplot()
-    rows = read_metrics(metrics_csv)
-    steps = [r["step"] for r in rows]
-    fig, (ax_loss, ax_prob) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    ax_loss.plot(steps, [r["d_loss"] for r in rows], label="discriminator")
-    ax_loss.plot(steps, [r["g_loss"] for r in rows], label="generator")
-    ax_loss.set_ylabel("loss")
-    ax_loss.legend()
-    ax_prob.plot(steps, [r["d_real"] for r in rows], label="D(x)")
-    ax_prob.plot(steps, [r["d_fake"] for r in rows], label="D(G(z))")
-    ax_prob.set_ylabel("mean probability")
-    ax_prob.set_xlabel("step")
-    ax_prob.set_ylim(0, 1)
-    ax_prob.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_fid(history: list[tuple[int, float]], path: str | Path) -> None:
-    """FID against the training step."""
-    plt = pyplot()
-    points = sorted((s, f) for s, f in history if math.isfinite(f))
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.plot([s for s, _ in points], [f for _, f in points], marker="o")
-    ax.set_xlabel("step")
-    ax.set_ylabel("FID (lower is better)")
-    ax.set_yscale("log")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def _frame(path: Path) -> Image.Image:
+    """A grid as a GIF frame: greyscale stays greyscale, colour stays colour (GIF gives each frame a palette)."""
+    with Image.open(path) as image:
+        return image.convert("L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB")

@@ -1,0 +1,76 @@
+"""The generator and discriminator that a config describes, built through a registry of architectures.
+
+Every network has one interface, whatever its conditioning:
+
+- a generator is called `G(z, labels=None)` on noise (B, latent_dim) and returns images
+  (B, C, H, W) in [-1, 1]; it has `latent_dim`, `num_classes` (0 when unconditional),
+  `conditioning` ("none", "classes" or "clusters") and `sample_labels(num, seed=...)`, the labels
+  drawn when none are named (None, every class in turn, or clusters by their sizes);
+- a discriminator's `D.logits(x, labels=None)` returns pre-sigmoid scores (B, 1).
+
+An architecture is a pair of unconditional networks; the labelled variants wrap them
+(`labelled.py`). A new architecture is a new file here and one entry in ARCHITECTURES.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..config import TrainConfig
+from .labelled import ClusterGenerator, ConditionalGenerator, ProjectionDiscriminator
+from .tutorial import TutorialDiscriminator, TutorialGenerator
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """An unconditional generator (latent_dim, channels, image_size) and discriminator (channels, image_size).
+
+    The discriminator has `features` (images -> (B, F)) and `classify` (a Linear(F, 1)), which a
+    projection discriminator reuses.
+    """
+
+    generator: Callable[..., nn.Module]
+    discriminator: Callable[..., nn.Module]
+
+
+# The names are config.ARCHITECTURES (the --arch choices).
+ARCHITECTURES: dict[str, Architecture] = {
+    "tutorial": Architecture(TutorialGenerator, TutorialDiscriminator),
+}
+
+
+def build_generator(config: TrainConfig) -> nn.Module:
+    """The generator that a config describes: unconditional, class-conditional or cluster-conditional."""
+    arch = ARCHITECTURES[config.arch]
+    shape = dict(channels=config.channels, image_size=config.image_size)
+    if config.clusters:
+        return ClusterGenerator(arch.generator, latent_dim=config.latent_dim, num_clusters=config.clusters, **shape)
+    if config.conditional:
+        return ConditionalGenerator(arch.generator, latent_dim=config.latent_dim, num_classes=config.num_classes,
+                                    **shape)
+    return arch.generator(latent_dim=config.latent_dim, **shape)
+
+
+def build_discriminator(config: TrainConfig) -> nn.Module:
+    """The discriminator that a config describes (a projection one for labels; spectrally normalised when asked)."""
+    discriminator = ARCHITECTURES[config.arch].discriminator(channels=config.channels, image_size=config.image_size)
+    if config.conditional or config.clusters:
+        discriminator = ProjectionDiscriminator(discriminator, num_classes=config.num_classes or config.clusters)
+    return with_spectral_norm(discriminator) if config.spectral_norm else discriminator
+
+
+def with_spectral_norm(module: nn.Module) -> nn.Module:
+    """Wrap every convolution, linear layer and embedding of `module` in spectral normalisation.
+
+    Each weight is divided by its largest singular value (one power iteration per training
+    forward pass), which bounds the network's Lipschitz constant (Miyato et al., 2018).
+    """
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    layers = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding))]
+    for layer in layers:
+        spectral_norm(layer)
+    return module

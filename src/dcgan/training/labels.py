@@ -1,0 +1,57 @@
+"""Where a labelled GAN's labels come from: the data's classes (`--conditional`) or k-means clusters (`--clusters`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import torch
+from tqdm import tqdm
+
+from ..config import TrainConfig
+from ..data import ImageData
+from ..errors import UserError
+from .clusters import cluster_images
+from .step import GAN
+
+MIN_IMAGES_PER_CLUSTER = 100  # --clusters: fewer clusters for small data sets
+
+
+def with_classes(config: TrainConfig, num_classes: int, source: str) -> TrainConfig:
+    """A conditional config with `num_classes` from the data (refused if it was trained on other classes)."""
+    if not config.conditional:
+        return config
+    if num_classes < 2:
+        raise UserError(f"--conditional: {source} has {num_classes} class; a conditional GAN needs at least 2")
+    if config.num_classes not in (0, num_classes):
+        raise UserError(f"--conditional: the run was trained with {config.num_classes} classes but "
+                        f"{source} has {num_classes}")
+    return config.replace(num_classes=num_classes)
+
+
+def with_clusters(config: TrainConfig, data: ImageData) -> tuple[TrainConfig, ImageData, torch.Tensor | None]:
+    """With `--clusters K`: the data relabelled by k-means clusters, and the clusters' sizes as fractions.
+
+    Small data sets get fewer clusters (at least MIN_IMAGES_PER_CLUSTER images each on average),
+    and none below two; the config records the number used.
+    """
+    if not config.clusters:
+        return config, data, None
+    clusters = min(config.clusters, len(data) // MIN_IMAGES_PER_CLUSTER)
+    if clusters != config.clusters:
+        tqdm.write(f"--clusters {config.clusters}: {data.source} has {len(data)} images, enough for "
+                   + (f"{clusters} clusters" if clusters >= 2 else "no clusters: training unconditionally")
+                   + f" (at least {MIN_IMAGES_PER_CLUSTER} images per cluster)", file=sys.stderr)
+        config = config.replace(clusters=clusters if clusters >= 2 else 0)
+        if not config.clusters:
+            return config, data, None
+    tqdm.write(f"clustering {len(data)} images into {config.clusters} groups", file=sys.stderr)
+    labels, prior = cluster_images(data.images, config.clusters, seed=config.seed)
+    classes = tuple(f"cluster {i}" for i in range(config.clusters))
+    return config, dataclasses.replace(data, labels=labels, classes=classes), prior
+
+
+def set_cluster_prior(gan: GAN, prior: torch.Tensor) -> None:
+    """Store the clusters' sizes in the generator (and its moving average), which samples by them."""
+    for generator in (gan.generator, gan.sampler()):
+        generator.cluster_prior.copy_(prior)

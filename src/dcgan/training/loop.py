@@ -1,0 +1,288 @@
+"""The training loop: `train` sets a run up, then `TrainingLoop` runs steps with its named parts.
+
+The parts: the clock (training time, the time limit, images/s), the logger (mean losses per
+window: metrics.csv and the progress bar), evaluation (an optional callback, `--eval-every`),
+checkpoints, and the roll-back after a non-finite loss or weight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from tqdm import tqdm
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..config import TrainConfig
+from ..data import ShuffledBatches, load_data
+from ..device import select_device, synchronized_time
+from ..errors import UserError
+from .labels import set_cluster_prior, with_classes, with_clusters
+from .rundir import RunDirectory
+from .signals import StopRequest
+from .state import Position, check_goal, check_same_data, make_payload, restore, seed_everything, total_steps
+from .step import GAN, TrainingStep, build_gan
+
+MAX_ROLLBACKS = 3
+WARMUP_STEPS = 20  # excluded from the reported images/s, as in the baseline benchmark
+
+
+class Evaluator(Protocol):
+    """Scores the sampling generator during training (`--eval-every`); returns metrics.csv columns ({}: not due).
+
+    `payload` makes the checkpoint payload of the current state, for a best-so-far checkpoint.
+    """
+
+    def __call__(self, generator: torch.nn.Module, step: int, final: bool,
+                 payload: Callable[[], dict[str, Any]]) -> dict[str, float]: ...
+
+
+EvaluatorFactory = Callable[[TrainConfig, RunDirectory, torch.device], "Evaluator | None"]
+
+
+@dataclass
+class TrainResult:
+    """How a run ended: `completed`, `time_limit` or `interrupted` (with the signal number)."""
+
+    status: str
+    step: int
+    images_per_s: float
+    signum: int | None = None
+
+
+class Diverged(Exception):
+    """A non-finite loss or weight was seen."""
+
+
+def train(config: TrainConfig, run: RunDirectory, *, resume: dict[str, Any] | None = None, progress: bool = True,
+          evaluator: EvaluatorFactory | None = None) -> TrainResult:
+    """Train a GAN as `config` says, writing everything into `run`; resumes from a checkpoint payload.
+
+    `evaluator`, when given, builds the scorer of `--eval-every` from the final config (the
+    classes and clusters are known only once the data is loaded). SIGINT/SIGTERM are caught
+    from the start, so even a signal during set-up ends with a checkpoint.
+    """
+    with StopRequest() as stop:
+        seed_everything(config.seed)
+        device = select_device(config.device)
+        data = load_data(config.data, channels=config.channels, image_size=config.image_size,
+                         download=config.download)
+        last = str(run.checkpoints / "last.pt")
+        if resume is not None:
+            check_same_data(resume, len(data), last)
+        config = with_classes(config, len(data.classes), data.source)
+        config, data, prior = with_clusters(config, data)
+        batches = ShuffledBatches(data, batch_size=config.batch_size, seed=config.seed, device=device)
+        goal = total_steps(config, batches.batches_per_epoch)
+        gan = build_gan(config, device)
+        if prior is not None:
+            set_cluster_prior(gan, prior)
+        loop = TrainingLoop(config, gan, batches, run, goal=goal, stop=stop, device=device)
+        if resume is None:
+            run.start(config)
+            loop.save_samples()
+            loop.save_checkpoint()
+        else:
+            check_goal(resume, goal, last)
+            loop.position = restore(gan, resume, last)
+            run.resume(config, loop.position.step)
+        tqdm.write(f"run directory: {run.root}", file=sys.stderr)
+        gan.set_lr_scale(config, loop.position.lr_scale)
+        result = loop.run(evaluator(config, run, device) if evaluator else None, progress=progress)
+    run.finish()
+    return result
+
+
+class Clock:
+    """Training time: the steps' wall-clock (evaluations excluded), the time limit, and images/s after warm-up.
+
+    CUDA runs asynchronously, so the clock waits for the device only where a reading must be
+    exact: at the end of the warm-up, when asked (log steps), and at the end.
+    """
+
+    def __init__(self, position: Position, *, time_limit_minutes: float, device: torch.device) -> None:
+        self.device = device
+        self.last = time.perf_counter()
+        self.deadline = position.train_seconds + time_limit_minutes * 60 if time_limit_minutes else math.inf
+        self.first_step = self.warm_step = position.step
+        self.warm_seconds = position.train_seconds
+
+    def tick(self, position: Position, *, sync: bool) -> None:
+        """Add the time since the last tick to the position's training time."""
+        warmed_up = position.step - self.first_step == WARMUP_STEPS
+        now = synchronized_time(self.device) if sync or warmed_up else time.perf_counter()
+        position.train_seconds += now - self.last
+        self.last = now
+        if warmed_up:
+            self.warm_seconds, self.warm_step = position.train_seconds, position.step
+
+    def expired(self, position: Position) -> bool:
+        """Whether the run has used up its time limit."""
+        return position.train_seconds >= self.deadline
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent inside (evaluations during training) does not count as training."""
+        yield
+        self.last = time.perf_counter()
+
+    def images_per_s(self, position: Position, batch_size: int) -> float:
+        """Throughput since the warm-up (or the whole run when it was shorter)."""
+        seconds, steps = position.train_seconds - self.warm_seconds, position.step - self.warm_step
+        return steps * batch_size / seconds if seconds > 0 and steps > 0 else 0.0
+
+
+class Logger:
+    """Mean losses over each window of steps, kept on the device and read only when a row is written."""
+
+    NAMES = ("d_loss", "g_loss", "d_real", "d_fake")
+
+    def __init__(self, run: RunDirectory, bar: tqdm, *, batch_size: int, device: torch.device) -> None:
+        self.rundir = run
+        self.bar = bar
+        self.batch_size = batch_size
+        self.sums = torch.zeros(len(self.NAMES), device=device)
+        self.count = 0
+        self.window_seconds = 0.0
+
+    def add(self, d_loss: torch.Tensor, d_real: torch.Tensor, d_fake: torch.Tensor, g_loss: torch.Tensor) -> None:
+        """Add one step's (d_loss, D(x), D(G(z)), g_loss)."""
+        self.sums += torch.stack((d_loss, g_loss, d_real, d_fake))
+        self.count += 1
+
+    def start_window(self, position: Position) -> None:
+        """Forget the sums so far (after a roll-back, or once written)."""
+        self.sums.zero_()
+        self.count = 0
+        self.window_seconds = position.train_seconds
+
+    def write(self, position: Position, scores: dict[str, float]) -> None:
+        """Append the window's means (and any scores) to metrics.csv; raise Diverged on a non-finite loss."""
+        losses = dict(zip(self.NAMES, (self.sums / max(self.count, 1)).tolist()))  # the only host sync
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise Diverged
+        seconds = position.train_seconds - self.window_seconds
+        images_per_s = self.count * self.batch_size / max(seconds, 1e-9)
+        self.rundir.log_metrics({"step": position.step, "epoch": position.epoch, **losses,
+                              "images_per_s": images_per_s, "wall_time": position.train_seconds, **scores})
+        self.bar.set_postfix(d_loss=f"{losses['d_loss']:.3f}", g_loss=f"{losses['g_loss']:.3f}",
+                             d_x=f"{losses['d_real']:.2f}", d_gz=f"{losses['d_fake']:.2f}",
+                             img_s=f"{images_per_s:.0f}")
+        self.start_window(position)
+
+
+class TrainingLoop:
+    """Steps over the batches until the goal, the time limit or a signal, writing the run as it goes."""
+
+    def __init__(self, config: TrainConfig, gan: GAN, batches: ShuffledBatches, run: RunDirectory, *,
+                 goal: int | None, stop: StopRequest, device: torch.device) -> None:
+        self.config = config
+        self.gan = gan
+        self.step = TrainingStep.from_config(gan, config, device)
+        self.batches = batches
+        self.rundir = run
+        self.goal = goal  # None: until the time limit
+        self.stop = stop
+        self.position = Position()
+        # The progress grids: the same noise (and labels) every time, drawn from the sampling generator.
+        self.grid_noise = torch.randn(config.grid_size, config.latent_dim,
+                                      generator=torch.Generator().manual_seed(config.seed + 1)).to(device)
+        grid_labels = gan.sampler().sample_labels(config.grid_size, seed=config.seed + 1)
+        self.grid_labels = None if grid_labels is None else grid_labels.to(device)
+
+    def run(self, evaluator: Evaluator | None, *, progress: bool) -> TrainResult:
+        """Train from `self.position`; returns how the run ended."""
+        config, position = self.config, self.position
+        bar = tqdm(total=self.goal, initial=position.step, unit="step", disable=not progress, dynamic_ncols=True)
+        clock = Clock(position, time_limit_minutes=config.time_limit, device=self.batches.device)
+        logger = Logger(self.rundir, bar, batch_size=self.batches.batch_size, device=self.batches.device)
+        logger.start_window(position)
+        status = "completed"
+        while status == "completed" and not self.reached_goal():
+            for real, labels in self.batches.epoch(position.epoch, position.batch):
+                logger.add(*self.step(self.as_format(real), labels))
+                position.step += 1
+                position.batch += 1
+                bar.update(1)
+                row_due = self.due(config.log_every) or self.due(config.checkpoint_every)
+                clock.tick(position, sync=row_due or self.reached_goal())
+                end_of_epoch = position.batch == self.batches.batches_per_epoch
+                if end_of_epoch:
+                    position.epoch, position.batch = position.epoch + 1, 0
+                status = ("time_limit" if clock.expired(position) else
+                          "interrupted" if self.stop.signum is not None else "completed")
+                done = status != "completed" or self.reached_goal()
+                scores = {}
+                if evaluator is not None:
+                    with clock.paused():  # not on a signal: the user wants out
+                        scores = evaluator(self.gan.sampler(), position.step, self.reached_goal()
+                                           or status == "time_limit", self.payload)
+                if row_due or done or scores:
+                    try:
+                        if not self.gan.finite_weights():  # a weight can break before any loss shows it
+                            raise Diverged
+                        logger.write(position, scores)
+                    except Diverged:
+                        position = self.position = self.roll_back()
+                        bar.n = position.step
+                        logger.start_window(position)
+                        break
+                if self.due(config.sample_every):
+                    self.save_samples()
+                if done or self.due(config.checkpoint_every):
+                    self.save_checkpoint()
+                if done or end_of_epoch:
+                    break
+        bar.close()
+        if not self.rundir.has_samples(position.step):
+            self.save_samples()
+        return TrainResult(status, position.step, clock.images_per_s(position, self.batches.batch_size),
+                           self.stop.signum)
+
+    def reached_goal(self) -> bool:
+        """Whether the steps asked for are done (never, when only the time limit ends the run)."""
+        return self.goal is not None and self.position.step >= self.goal
+
+    def due(self, every: int) -> bool:
+        """Whether something done every `every` steps (0: never) is due at this step."""
+        return every > 0 and self.position.step % every == 0
+
+    def as_format(self, images: torch.Tensor) -> torch.Tensor:
+        """Real images in the networks' memory format."""
+        return images.contiguous(memory_format=torch.channels_last) if self.config.channels_last else images
+
+    def payload(self) -> dict[str, Any]:
+        """The checkpoint payload of the current state."""
+        return make_payload(self.config, self.gan, self.position, self.batches.images.shape[0])
+
+    def save_checkpoint(self) -> None:
+        """Write checkpoints/last.pt (keeping `--keep-checkpoints` old ones)."""
+        save_checkpoint(self.payload(), self.rundir.checkpoints, keep=self.config.keep_checkpoints)
+
+    def save_samples(self) -> None:
+        """Write the progress grid of this step."""
+        self.rundir.save_samples(self.gan.sampler(), self.grid_noise, self.position.step, labels=self.grid_labels)
+
+    def roll_back(self) -> Position:
+        """After a non-finite loss or weight: reload the last checkpoint with half the learning rates, or give up."""
+        position, last = self.position, self.rundir.checkpoints / "last.pt"
+        if position.rollbacks >= MAX_ROLLBACKS:
+            raise UserError(f"training diverged (non-finite loss or weight near step {position.step}) after "
+                            f"{MAX_ROLLBACKS} roll-backs with lower learning rates; the last good checkpoint "
+                            f"is {last}")
+        restored = restore(self.gan, load_checkpoint(last), str(last))
+        restored.rollbacks = position.rollbacks + 1
+        restored.lr_scale = position.lr_scale * 0.5
+        restored.train_seconds = position.train_seconds  # the discarded steps took time too
+        self.gan.set_lr_scale(self.config, restored.lr_scale)
+        self.rundir.truncate_metrics(restored.step)
+        self.rundir.truncate_samples(restored.step)
+        tqdm.write(f"non-finite loss or weight near step {position.step}: rolled back to step {restored.step} "
+                   f"with learning rates x{restored.lr_scale:g}", file=sys.stderr)
+        return restored

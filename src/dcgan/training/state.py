@@ -1,0 +1,135 @@
+"""A run's state: its position, the checkpoint payload, random-number states, and resuming a run.
+
+A checkpoint holds everything a step depends on, so a resumed run continues bit for bit: the
+networks, the optimisers, the moving average, the position in the data (epoch and batch, whose
+order is a function of the seed), the random-number states, the learning-rate scale after
+roll-backs, and the training time used.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoint import load_checkpoint
+from ..config import TrainConfig, config_from_dict, resumed_config
+from ..errors import UserError, reason
+from .step import GAN
+
+TRAINING_KEYS = ("discriminator", "opt_g", "opt_d", "epoch", "batch", "rng")
+
+
+@dataclass
+class Position:
+    """Where a run is: steps done, the epoch and batch of the next step, and what roll-backs changed."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    lr_scale: float = 1.0
+    rollbacks: int = 0
+    train_seconds: float = 0.0  # wall-clock spent training so far, evaluations during training excluded
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, Python and NumPy: a run's initial weights and first steps follow from its seed."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every random state a step consumes, in a form `weights_only` loading accepts."""
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.backends.mps.is_available():
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Undo `capture_rng`."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])
+
+
+def make_payload(config: TrainConfig, gan: GAN, position: Position, data_size: int) -> dict[str, Any]:
+    """Everything a checkpoint holds."""
+    return {"config": config.to_dict(), **gan.state_dict(), "step": position.step, "epoch": position.epoch,
+            "batch": position.batch, "lr_scale": position.lr_scale, "rollbacks": position.rollbacks,
+            "train_seconds": position.train_seconds, "rng": capture_rng(), "data_size": data_size}
+
+
+def restore(gan: GAN, payload: dict[str, Any], source: str) -> Position:
+    """Load a checkpoint's weights, optimisers and RNG states; returns its position."""
+    try:
+        gan.load_state_dict(payload)
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise UserError(f"{source}: checkpoint does not match this model's architecture ({reason(exc)})") from None
+    try:
+        restore_rng(payload["rng"])
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+        raise UserError(f"{source}: damaged checkpoint (random-number states: {exc})") from None
+    return Position(step=payload["step"], epoch=payload["epoch"], batch=payload["batch"],
+                    lr_scale=payload.get("lr_scale", 1.0), rollbacks=payload.get("rollbacks", 0),
+                    train_seconds=payload.get("train_seconds", 0.0))
+
+
+def require_training_state(payload: dict[str, Any], path: str | Path) -> None:
+    """Refuse to resume from a checkpoint that holds only a generator."""
+    missing = [key for key in TRAINING_KEYS if key not in payload]
+    if missing:
+        raise UserError(f"{path}: checkpoint has no training state ({', '.join(missing)} missing); "
+                        f"it can generate samples but cannot be resumed")
+
+
+def load_resume_point(root: Path, flag_values: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+    """The config and checkpoint payload to continue the run in `root` with, after the flags given.
+
+    Refuses a run that never wrote a checkpoint, a checkpoint without training state, and flags
+    that would change the run's recipe.
+    """
+    last = root / "checkpoints" / "last.pt"
+    if (root / "config.toml").is_file() and not last.exists():
+        raise UserError(f"--resume {root}: the run stopped before its first checkpoint; "
+                        f"start it again with a new --out")
+    payload = load_checkpoint(last)
+    require_training_state(payload, last)
+    stored = config_from_dict(payload["config"], str(last))
+    return resumed_config(stored, flag_values, str(root)), payload
+
+
+def check_same_data(payload: dict[str, Any], data_size: int, source: str) -> None:
+    """Refuse a resume on different data: the position (and any clusters) would point elsewhere."""
+    stored = payload.get("data_size")
+    if stored is not None and stored != data_size:
+        raise UserError(f"{source}: the run was trained on {stored} images but the data now has {data_size}; "
+                        f"exact resume needs the same data")
+
+
+def check_goal(payload: dict[str, Any], goal: int | None, source: str) -> None:
+    """Refuse a resume already past the total number of steps asked for (None: no total, a time limit)."""
+    if goal is not None and payload["step"] > goal:
+        raise UserError(f"{source}: the run is already at step {payload['step']}, past the {goal} steps asked "
+                        f"for (--steps and --epochs name the run's total)")
+
+
+def total_steps(config: TrainConfig, batches_per_epoch: int) -> int | None:
+    """`--steps` when given, else `--epochs` whole epochs; None when only `--time-limit` ends the run."""
+    if not config.steps and not config.epochs:
+        return None
+    return config.steps or config.epochs * batches_per_epoch

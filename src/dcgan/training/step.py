@@ -1,0 +1,207 @@
+"""The two networks with their optimisers (`GAN`), and one training step (`TrainingStep`): D steps then a G step."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ContextManager
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..device import autocast_for
+from ..networks import build_discriminator, build_generator
+from .augment import diff_augment
+from .ema import EMA
+from .losses import discriminator_loss, generator_loss
+
+LR_REFERENCE_BATCH = 32  # the tutorial's batch size, which its learning rates were tuned for
+
+
+@dataclass
+class GAN:
+    """The two networks, their optimisers, and the generator's moving average (if any)."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    opt_g: torch.optim.Adam
+    opt_d: torch.optim.Adam
+    ema: EMA | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights and optimiser states, as a checkpoint stores them."""
+        state = {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
+                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def load_state_dict(self, payload: dict[str, Any]) -> None:
+        """Undo `state_dict`."""
+        self.generator.load_state_dict(payload["generator"])
+        self.discriminator.load_state_dict(payload["discriminator"])
+        self.opt_g.load_state_dict(payload["opt_g"])
+        self.opt_d.load_state_dict(payload["opt_d"])
+        if self.ema is not None:
+            self.ema.load_state_dict(payload["ema"])
+
+    def sampler(self) -> nn.Module:
+        """The generator that samples are drawn from: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.generator
+
+    def set_lr_scale(self, config: TrainConfig, scale: float) -> None:
+        """Set both optimisers' learning rates to the config's (after the large-batch rule) times `scale`."""
+        lr_g, lr_d = learning_rates(config)
+        for optimiser, lr in ((self.opt_g, lr_g), (self.opt_d, lr_d)):
+            for group in optimiser.param_groups:
+                group["lr"] = lr * scale
+
+    def finite_weights(self) -> bool:
+        """Whether every floating-point parameter and buffer of both networks is finite (one host sync)."""
+        tensors = [t for module in (self.generator, self.discriminator)
+                   for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
+        return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def learning_rates(config: TrainConfig) -> tuple[float, float]:
+    """(lr_g, lr_d) after the large-batch rule: x (batch / 32) for linear, its square root for sqrt."""
+    ratio = config.batch_size / LR_REFERENCE_BATCH
+    factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[config.lr_scaling]
+    return config.lr_g * factor, config.lr_d * factor
+
+
+def build_gan(config: TrainConfig, device: torch.device) -> GAN:
+    """Networks and Adam optimisers for `config`, on `device`, in its memory format."""
+    generator = build_generator(config).to(device)
+    discriminator = build_discriminator(config).to(device)
+    if config.channels_last:
+        generator.to(memory_format=torch.channels_last)
+        discriminator.to(memory_format=torch.channels_last)
+    lr_g, lr_d = learning_rates(config)
+    # The fused kernel updates every parameter in one pass (same arithmetic as the default loop).
+    adam = dict(betas=(config.beta1, config.beta2), fused=device.type in ("cpu", "cuda"))
+    return GAN(generator, discriminator,
+               torch.optim.Adam(generator.parameters(), lr=lr_g, **adam),
+               torch.optim.Adam(discriminator.parameters(), lr=lr_d, **adam),
+               ema=EMA(generator, decay=config.ema_decay) if config.ema_decay > 0 else None)
+
+
+class TrainingStep:
+    """One training step of a GAN with its recipe: `d_steps` D steps, then one G step and the EMA update.
+
+    The recipe: the `loss` (losses.py), differentiable augmentation of D's inputs (`augment`),
+    the mode-seeking weight, whether the G step reuses the D step's generated batch
+    (`reuse_fake`), and the precision (`autocast`, a factory of the forward passes' context).
+    Labels go to the networks only when the generator takes them (conditional or clusters).
+    """
+
+    def __init__(self, gan: GAN, *, latent_dim: int, loss: str = "bce", augment: bool = False, d_steps: int = 1,
+                 mode_seeking: float = 0.0, reuse_fake: bool = False,
+                 autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> None:
+        self.gan = gan
+        self.latent_dim = latent_dim
+        self.d_loss = discriminator_loss(loss)
+        self.g_loss = generator_loss(loss)
+        self.augment = augment
+        self.d_steps = d_steps
+        self.mode_seeking = mode_seeking
+        self.reuse_fake = reuse_fake
+        self.autocast = autocast
+        self.labelled = gan.generator.num_classes > 0
+
+    @classmethod
+    def from_config(cls, gan: GAN, config: TrainConfig, device: torch.device) -> TrainingStep:
+        """The step that `config`'s recipe describes, in its precision on `device`."""
+        return cls(gan, latent_dim=config.latent_dim, loss=config.loss, augment=config.augment,
+                   d_steps=config.d_steps, mode_seeking=config.mode_seeking, reuse_fake=config.reuse_fake,
+                   autocast=autocast_for(config.precision, device))
+
+    def __call__(self, real: torch.Tensor, labels: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Train on a real batch (B, C, H, W) and its labels (B,); returns (d_loss, D(x), D(G(z)), g_loss) on the device.
+
+        As in the tutorial, each step draws its own noise. With `reuse_fake`, the G step reuses the
+        batch the last D step was shown (one generator forward per step instead of two). A labelled
+        GAN's generated images are asked to be the classes of the real batch.
+        """
+        labels = labels if self.labelled else None
+        generator = self.gan.generator
+        for _ in range(self.d_steps - 1):
+            noise = torch.randn(real.shape[0], self.latent_dim, device=real.device)
+            with self.autocast(), torch.no_grad():
+                fake = generator(noise, labels)
+            self.discriminator_step(real, fake, labels)
+        noise = torch.randn(real.shape[0], self.latent_dim, device=real.device)  # sized to the (maybe partial) batch
+        with self.autocast():
+            if self.reuse_fake:
+                fake = generator(noise, labels)  # (B, C, H, W), graph kept for the G step
+            else:
+                with torch.no_grad():
+                    fake = generator(noise, labels)
+        d_loss, d_real, d_fake = self.discriminator_step(real, fake.detach(), labels)
+        penalty = None
+        if not self.reuse_fake:
+            g_noise = torch.randn_like(noise)
+            with self.autocast():
+                g_fake = generator(g_noise, labels)
+            if self.mode_seeking:  # the D step's batch: same labels, other noise, so its images should differ
+                penalty = self.mode_seeking * mode_seeking_loss(g_fake, fake, g_noise, noise)
+            fake = g_fake
+        g_loss = self.generator_step(fake, labels, penalty=penalty)
+        return d_loss, d_real, d_fake, g_loss
+
+    def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One Adam step on D; returns (d_loss, mean D(x), mean D(G(z))), still on the device.
+
+        L_D = ½ [BCE(D(x), 1) + BCE(D(G(z)), 0)] for the tutorial's loss. Real and generated images
+        go through D as one batch: D has no batch norm, so this is the same loss in one pass instead of two.
+        """
+        opt_d = self.gan.opt_d
+        opt_d.zero_grad(set_to_none=True)
+        with self.autocast():
+            both = None if labels is None else torch.cat([labels, labels])
+            logits = self._d_logits(torch.cat([real, fake]), both).float()  # (2B, 1)
+        real_logits, fake_logits = logits.split(real.shape[0])
+        d_loss = self.d_loss(real_logits, fake_logits)
+        d_loss.backward()
+        opt_d.step()
+        return d_loss.detach(), torch.sigmoid(real_logits).mean().detach(), torch.sigmoid(fake_logits).mean().detach()
+
+    def generator_step(self, fake: torch.Tensor, labels: torch.Tensor | None = None, *,
+                       penalty: torch.Tensor | None = None) -> torch.Tensor:
+        """One Adam step on G through `fake = G(z)` (with its graph), then the EMA update; returns g_loss.
+
+        L_G = BCE(D(G(z)), 1), i.e. -log D(G(z)), for the tutorial's loss, plus `penalty`. D's weights
+        are frozen for this backward pass: their gradients would be thrown away, so they are not computed.
+        """
+        gan = self.gan
+        gan.opt_g.zero_grad(set_to_none=True)
+        gan.discriminator.requires_grad_(False)
+        try:
+            with self.autocast():
+                logits = self._d_logits(fake, labels).float()  # (B, 1)
+            g_loss = self.g_loss(logits)
+            (g_loss if penalty is None else g_loss + penalty).backward()
+        finally:
+            gan.discriminator.requires_grad_(True)
+        gan.opt_g.step()
+        if gan.ema is not None:
+            gan.ema.update(gan.generator)
+        return g_loss.detach()
+
+    def _d_logits(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """D's logits (B, 1) of images (augmented first when the recipe says so), conditioned on `labels`."""
+        if self.augment:
+            images = diff_augment(images)
+        return self.gan.discriminator.logits(images, labels)
+
+
+def mode_seeking_loss(fake: torch.Tensor, anchor: torch.Tensor, noise: torch.Tensor, anchor_noise: torch.Tensor
+                      ) -> torch.Tensor:
+    """1 / (mean |G(z) - G(z')| / mean |z - z'|): large when different noise gives the same image."""
+    ratio = (fake.float() - anchor.float()).abs().mean() / (noise - anchor_noise).abs().mean()
+    return 1 / (ratio + 1e-5)
