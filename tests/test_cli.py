@@ -96,3 +96,74 @@ def test_export_png_command(tmp_path: Path, idx_dir: Path, run_cli) -> None:
     code, out, _ = run_cli("data", "export-png", "--data", idx_dir, "--out", tmp_path / "png")
     assert code == 0 and "768" in out
     assert len(list((tmp_path / "png" / "training").rglob("*.png"))) == 512
+
+
+def test_a_time_limit_alone_trains_until_it_runs_out(run_cli, idx_dir: Path, tmp_path: Path, one_thread) -> None:
+    from conftest import TINY
+
+    run = tmp_path / "run"
+    # 512 images in batches of 48: 11 steps an epoch, a small fraction of the 0.6 s allowed
+    code, out, err = run_cli("train", "--data", idx_dir, *TINY, "--batch-size", "48", "--time-limit", "0.01",
+                             "--out", run)
+    assert code == 0, err
+    config = tomllib.loads((run / "config.toml").read_text())
+    assert (config["epochs"], config["steps"], config["time_limit"]) == (0, 0, 0.01)
+    step = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"]
+    assert out.startswith(f"time_limit: step={step} ") and step > 2 * 11
+    assert read_metrics(run / "metrics.csv")[-1]["wall_time"] >= 0.6
+
+
+def test_resume_accepts_the_runs_own_recipe_flags(run_cli, idx_dir: Path, tmp_path: Path, one_thread) -> None:
+    from conftest import TINY
+
+    run = tmp_path / "run"
+    code, _, err = run_cli("train", "--data", idx_dir, *TINY, "--batch-size", "16", "--steps", "2", "--seed", "3",
+                           "--out", run)
+    assert code == 0, err
+    code, out, err = run_cli("train", "--resume", run, "--data", idx_dir, "--preset", "tutorial", "--seed", "3",
+                             "--image-size", "8", "--steps", "4", "--quiet")
+    assert code == 0, err
+    assert out.startswith("completed: step=4 ")
+    code, _, err = run_cli("train", "--resume", run, "--seed", "4", "--steps", "6", "--quiet")
+    assert code == 2 and err.strip().splitlines() == [
+        f"dcgan: error: --resume {run}: a resumed run keeps its recipe; cannot change --seed 4 (the run has 3)"]
+
+
+def test_progress_gif_keeps_the_colours_of_the_grids(tmp_path: Path) -> None:
+    from dcgan.images import save_progress_gif
+
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    Image.new("RGB", (6, 4), (255, 0, 0)).save(samples / "step_0000000.png")
+    Image.new("RGB", (6, 4), (0, 0, 255)).save(samples / "step_0000010.png")
+    assert save_progress_gif(samples, tmp_path / "colour.gif") == 2
+    Image.new("L", (6, 4), 200).save(samples / "step_0000000.png")
+    Image.new("L", (6, 4), 30).save(samples / "step_0000010.png")
+    save_progress_gif(samples, tmp_path / "grey.gif")
+    colours, greys = [], []
+    for name, found in (("colour.gif", colours), ("grey.gif", greys)):
+        with Image.open(tmp_path / name) as gif:
+            for index in range(gif.n_frames):
+                gif.seek(index)
+                found.append(gif.convert("RGB").getpixel((0, 0)))
+    assert colours == [(255, 0, 0), (0, 0, 255)]
+    assert greys == [(200, 200, 200), (30, 30, 30)]
+
+
+def test_an_rgb_run_writes_colour_grids_and_a_colour_gif(run_cli, image_folder: Path, tmp_path: Path,
+                                                         one_thread) -> None:
+    from conftest import TINY
+
+    run = tmp_path / "rgb"
+    code, _, err = run_cli("train", "--data", image_folder, *TINY, "--channels", "3", "--batch-size", "16",
+                           "--steps", "4", "--sample-every", "2", "--out", run)
+    assert code == 0, err
+    with Image.open(run / "samples" / "step_0000004.png") as grid:
+        assert grid.mode == "RGB"
+        last_grid = np.asarray(grid)
+    with Image.open(run / "progress.gif") as gif:
+        assert gif.n_frames == 3
+        gif.seek(2)
+        frame = np.asarray(gif.convert("RGB")).astype(int)
+    assert (frame[..., 0] != frame[..., 2]).mean() > 0.5  # colour, not grey
+    assert np.abs(frame - last_grid).mean() < 8  # the grid itself, up to the GIF's 256-colour palette

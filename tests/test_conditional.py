@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ from dcgan.networks.labelled import ConditionalGenerator, ProjectionDiscriminato
 from dcgan.networks.tutorial import TutorialDiscriminator, TutorialGenerator
 from dcgan.config import TrainConfig
 from dcgan.errors import UserError
-from dcgan.sampling import parse_labels
+from dcgan.evaluation.classifier import embed, load_classifier
+from dcgan.sampling import generate, load_generator, parse_labels
 from dcgan.training.step import build_gan
 
 CPU = torch.device("cpu")
@@ -193,6 +195,16 @@ def test_generate_label_on_an_unconditional_model_is_an_error(run_cli, tiny_unco
     assert code == 2 and "unconditional" in err and len(err.strip().splitlines()) == 1
 
 
+def class_match_of(checkpoint: Path, *, num: int, seed: int) -> float:
+    """The requested-class accuracy computed here, independently: the bundled classifier's predictions
+    on the checkpoint's samples of every class in turn, compared with the classes asked for."""
+    generator, _ = load_generator(checkpoint, CPU)
+    requested = torch.arange(num) % generator.num_classes
+    images = torch.from_numpy(generate(generator, num, seed=seed, device=CPU, labels=requested))
+    predicted = embed(load_classifier(), images.permute(0, 3, 1, 2).contiguous()).probabilities.argmax(1)
+    return float((predicted == requested).double().mean())
+
+
 def test_evaluate_a_conditional_checkpoint_reports_the_requested_class(run_cli, idx_dir: Path,
                                                                         tmp_path: Path) -> None:
     run = train_conditional(run_cli, idx_dir, tmp_path / "cond28", "--quiet", "--sample-every", "0")
@@ -200,16 +212,17 @@ def test_evaluate_a_conditional_checkpoint_reports_the_requested_class(run_cli, 
                              "--kid-subsets", "5")
     assert code == 0, err
     result = json.loads(out.strip().splitlines()[-1])
-    assert 0.0 <= result["class_match"] <= 1.0
-    assert "requested class" in out
+    assert result["class_match"] == pytest.approx(class_match_of(run, num=100, seed=0), abs=1e-12)
+    assert re.search(rf"^requested class +{result['class_match']:.4f}$", out, re.MULTILINE)
 
 
 def test_eval_every_logs_the_requested_class_accuracy_of_a_conditional_run(run_cli, idx_dir: Path,
                                                                            tmp_path: Path) -> None:
     run = train_conditional(run_cli, idx_dir, tmp_path / "cond28", "--quiet", "--sample-every", "0",
-                            "--eval-every", "2", "--eval-samples", "50")
+                            "--eval-every", "2", "--eval-samples", "50", "--seed", "4")
     scored = [row for row in read_metrics(run / "metrics.csv") if row["fid"] == row["fid"]]
-    assert scored and all(0.0 <= row["class_match"] <= 1.0 for row in scored)
+    assert [row["step"] for row in scored] == [2]  # the run's last step, which last.pt holds
+    assert scored[0]["class_match"] == pytest.approx(class_match_of(run, num=50, seed=4), abs=1e-6)
 
 
 def test_the_class_embedding_of_d_starts_at_the_scale_of_its_linear_layer() -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from dcgan.config import TrainConfig, read_toml, resolve_config, to_toml
+from dcgan.config import TrainConfig, read_toml, resolve_config, resumed_config, to_toml
 from dcgan.errors import UserError
 
 
@@ -74,3 +74,28 @@ def test_invalid_values_name_the_option(changes: dict, flag: str) -> None:
 def test_config_is_frozen() -> None:
     with pytest.raises(AttributeError):
         TrainConfig().batch_size = 3  # type: ignore[misc]
+
+
+def test_a_time_limit_alone_means_train_until_it_runs_out() -> None:
+    alone = resolve_config({}, {"time_limit": 5.0})
+    assert (alone.epochs, alone.steps, alone.time_limit) == (0, 0, 5.0)
+    assert resolve_config({"time_limit": 5.0}).steps == 0 and resolve_config({"time_limit": 5.0}).epochs == 0
+    with_epochs = resolve_config({"epochs": 3}, {"time_limit": 5.0})
+    assert (with_epochs.epochs, with_epochs.steps) == (3, 0)
+    assert resolve_config({}, {"time_limit": 5.0, "steps": 100}).steps == 100
+    assert resolve_config().epochs == 1  # no limit of any kind: one epoch
+    with pytest.raises(UserError, match="nothing to train"):
+        TrainConfig(epochs=0, steps=0)
+
+
+def test_a_resumed_run_accepts_its_own_recipe_and_names_both_values_of_a_change() -> None:
+    stored = resolve_config({}, {"preset": "tutorial", "seed": 3, "steps": 100})
+    same = resumed_config(stored, {"preset": "tutorial", "seed": 3, "data": "mnist", "steps": 200}, "runs/a")
+    assert same == stored.replace(steps=200)
+    with pytest.raises(UserError) as refused:
+        resumed_config(stored, {"preset": "tutorial", "seed": 4, "lr_g": 2e-4}, "runs/a")
+    assert str(refused.value) == ("--resume runs/a: a resumed run keeps its recipe; cannot change --seed 4 "
+                                  "(the run has 3)")
+    assert resumed_config(stored, {"epochs": 2}, "runs/a").steps == 0  # --epochs alone replaces --steps
+    until = resumed_config(stored, {"time_limit": 1.5}, "runs/a")
+    assert (until.epochs, until.steps, until.time_limit) == (0, 0, 1.5)

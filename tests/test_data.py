@@ -77,6 +77,24 @@ def test_image_folder_is_decoded_once_then_read_from_the_cache(image_folder: Pat
     assert torch.equal(first.images, second.images)
 
 
+def test_an_interrupted_cache_write_leaves_no_cache_and_no_partial_file(image_folder: Path, isolated_cache: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    real_save = torch.save
+
+    def save_half_then_stop(payload, path):
+        real_save(payload, path)
+        Path(path).write_bytes(Path(path).read_bytes()[:100])
+        raise KeyboardInterrupt  # the user presses Ctrl-C while the cache is written
+
+    monkeypatch.setattr(torch, "save", save_half_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        load_data(str(image_folder))
+    assert [p for p in isolated_cache.rglob("*") if p.is_file()] == []
+    monkeypatch.setattr(torch, "save", real_save)
+    assert len(load_data(str(image_folder))) == 100
+    assert len(list(isolated_cache.rglob("*.pt"))) == 1
+
+
 def test_image_folder_cache_follows_the_folder_contents(image_folder: Path, isolated_cache: Path) -> None:
     load_data(str(image_folder))
     (image_folder / "3" / "1.png").unlink()
