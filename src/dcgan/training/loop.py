@@ -184,7 +184,7 @@ class TrainingLoop:
                  goal: int | None, stop: StopRequest, device: torch.device) -> None:
         self.config = config
         self.gan = gan
-        self.step = TrainingStep.from_config(gan, config, device)
+        self.train_step = TrainingStep.from_config(gan, config, device)
         self.batches = batches
         self.rundir = run
         self.goal = goal  # None: until the time limit
@@ -206,23 +206,19 @@ class TrainingLoop:
         status = "completed"
         while status == "completed" and not self.reached_goal():
             for real, labels in self.batches.epoch(position.epoch, position.batch):
-                logger.add(*self.step(self.as_format(real), labels))
-                position.step += 1
-                position.batch += 1
+                logger.add(*self.train_step(self.as_format(real), labels))
+                end_of_epoch = self.advance()
                 bar.update(1)
                 row_due = self.due(config.log_every) or self.due(config.checkpoint_every)
                 clock.tick(position, sync=row_due or self.reached_goal())
-                end_of_epoch = position.batch == self.batches.batches_per_epoch
-                if end_of_epoch:
-                    position.epoch, position.batch = position.epoch + 1, 0
                 status = ("time_limit" if clock.expired(position) else
                           "interrupted" if self.stop.signum is not None else "completed")
                 done = status != "completed" or self.reached_goal()
                 scores = {}
                 if evaluator is not None:
-                    with clock.paused():  # not on a signal: the user wants out
-                        scores = evaluator(self.gan.sampler(), position.step, self.reached_goal()
-                                           or status == "time_limit", self.payload)
+                    final = self.reached_goal() or status == "time_limit"  # not on a signal: the user wants out
+                    with clock.paused():
+                        scores = evaluator(self.gan.sampler(), position.step, final, self.payload)
                 if row_due or done or scores:
                     try:
                         if not self.gan.finite_weights():  # a weight can break before any loss shows it
@@ -244,6 +240,16 @@ class TrainingLoop:
             self.save_samples()
         return TrainResult(status, position.step, clock.images_per_s(position, self.batches.batch_size),
                            self.stop.signum)
+
+    def advance(self) -> bool:
+        """Count the step done; returns whether it ended an epoch (the next step starts the next one)."""
+        position = self.position
+        position.step += 1
+        position.batch += 1
+        if position.batch < self.batches.batches_per_epoch:
+            return False
+        position.epoch, position.batch = position.epoch + 1, 0
+        return True
 
     def reached_goal(self) -> bool:
         """Whether the steps asked for are done (never, when only the time limit ends the run)."""
