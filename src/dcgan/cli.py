@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -12,14 +13,15 @@ from typing import Any, NoReturn
 
 from .config import (ARCHITECTURES, DEVICES, LOSSES, LR_SCALINGS, PRECISIONS, PRESETS, TrainConfig, read_toml,
                      resolve_config)
-from .errors import UserError
+from .errors import PeerFailed, UserError
 
 
 class Parser(argparse.ArgumentParser):
     """argparse, but errors are one line (no usage dump) with exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank parses the same flags: one says it
+            print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -117,6 +119,9 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--precision", choices=PRECISIONS, default=s,
                    help="auto (default): bf16 autocast where the CPU or GPU runs bf16 natively, else fp32")
     g.add_argument("--channels-last", action="store_true", default=s)
+    g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=s,
+                   help="under torchrun on GPUs: G's batch norm uses the statistics of the global batch "
+                        "(default: each process's own)")
     g.add_argument("--reuse-fake", action="store_true", default=s,
                    help="the G step reuses the D step's generated batch: one generator forward per step")
     g.add_argument("--lr-scaling", choices=LR_SCALINGS, default=s,
@@ -242,30 +247,38 @@ def _require_new_file(out: Path) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .evaluation.during_training import evaluate_during_training, feature_network_for
+    from .device import select_device
+    from .evaluation.during_training import evaluate_during_training
+    from .training import distributed
     from .training.loop import train
     from .training.rundir import RunDirectory
-    from .training.state import load_resume_point
 
     flags = _flag_values(args)
-    if args.resume:
-        if args.out or args.config:
-            raise UserError("--resume takes its settings from the run: drop --out and --config")
-        run = RunDirectory(args.resume)
-        config, payload = load_resume_point(run.root, flags)
-    else:
-        file_values = read_toml(args.config) if args.config else {}
-        config = resolve_config(file_values, flags)
-        payload = None
-        run = RunDirectory.create(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-    if config.eval_every:
-        feature_network_for(config)  # a wrong --eval-classifier fails before anything is written
+    root = None
+    world = distributed.world_from_env()
+    if world.distributed:  # the backend follows the device named on the command line (default auto)
+        world = distributed.start(world, world.device(select_device(flags.get("device", "auto"))))
     try:
-        result = train(config, run, resume=payload, progress=not args.quiet, evaluator=evaluate_during_training)
+        config, payload, root = distributed.from_main(world, lambda: _prepare_run(args, flags, world))
+        run = RunDirectory(root, job=world.run_id)
+        if world.distributed and world.is_main:
+            print(distributed.describe(world), file=sys.stderr)
+        result = train(config, run, resume=payload, progress=not args.quiet, evaluator=evaluate_during_training,
+                       world=world)
     except KeyboardInterrupt as exc:  # a second signal: leave now; every file on disk is whole
-        hint = f"; resume with: dcgan train --resume {run.root}" if (run.checkpoints / "last.pt").is_file() else ""
-        print(f"dcgan: stopped at once{hint}", file=sys.stderr)
+        if world.is_main and root is not None:
+            last = Path(root) / "checkpoints" / "last.pt"
+            hint = f"; resume with: dcgan train --resume {root}" if last.is_file() else ""
+            print(f"dcgan: stopped at once{hint}", file=sys.stderr)
         return 128 + getattr(exc, "signum", signal.SIGINT)
+    except RuntimeError as exc:
+        if distributed.lost_contact(world, exc):
+            return 1  # another rank failed and said why; torchrun stops (or restarts) the rest
+        raise
+    finally:
+        distributed.stop(world)
+    if not world.is_main:
+        return 128 + (result.signum or signal.SIGINT) if result.status == "interrupted" else 0
     print(f"{result.status}: step={result.step} images_per_s={result.images_per_s:.1f} run={run.root}")
     if result.status == "interrupted":
         print(f"resume with: dcgan train --resume {run.root}", file=sys.stderr)
@@ -273,6 +286,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.status == "time_limit":
         print(f"time limit reached; continue with: dcgan train --resume {run.root}", file=sys.stderr)
     return 0
+
+
+def _prepare_run(args: argparse.Namespace, flags: dict[str, Any], world: Any) -> tuple[Any, Any, Path]:
+    """(config, checkpoint payload to resume or None, run directory) of `dcgan train`; rank 0 alone runs this.
+
+    Under torchrun, a restarted job (TORCHELASTIC_RESTART_COUNT > 0) continues the run it started
+    in --out from its last checkpoint instead of refusing the existing directory.
+    """
+    from .evaluation.during_training import feature_network_for
+    from .training.rundir import RunDirectory, started_by
+    from .training.state import load_resume_point
+
+    if args.resume:
+        if args.out or args.config:
+            raise UserError("--resume takes its settings from the run: drop --out and --config")
+        config, payload = load_resume_point(Path(args.resume), flags)
+        root = Path(args.resume)
+    else:
+        default = f"torchrun-{world.run_id}" if world.run_id else time.strftime("%Y%m%d-%H%M%S")
+        root = Path(args.out or Path("runs") / default)
+        continuing = world.restart > 0 and started_by(root, world.run_id)  # our own run, before torchrun restarted us
+        if continuing and (root / "checkpoints" / "last.pt").is_file():
+            print(f"torchrun restart {world.restart}: continuing {root} from its last checkpoint", file=sys.stderr)
+            config, payload = load_resume_point(root, flags)
+        else:
+            config, payload = resolve_config(read_toml(args.config) if args.config else {}, flags), None
+            if not continuing:
+                RunDirectory.create(root)
+    if config.eval_every:
+        feature_network_for(config)  # a wrong --eval-classifier fails before anything is written
+    return config, payload, root
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -405,7 +449,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except UserError as exc:
-        print(f"dcgan: error: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # other ranks' errors reach rank 0 (distributed.agreed)
+            print(f"dcgan: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except PeerFailed as exc:  # another rank failed and printed why
         return exc.exit_code
     except KeyboardInterrupt:
         print("dcgan: interrupted", file=sys.stderr)

@@ -61,6 +61,7 @@ class TrainConfig:
     channels_last: bool = False
     reuse_fake: bool = False  # the G step reuses the D step's generated batch (one G forward, not two)
     lr_scaling: str = "none"  # large batches: scale learning rates by batch/32 (linear) or its root (sqrt)
+    sync_bn: bool = False  # several GPUs: G's batch norm uses the statistics of the global batch
     # outputs
     log_every: int = 50
     sample_every: int = 250
@@ -208,8 +209,8 @@ def until_time_limit(chosen: set[str] | dict[str, Any]) -> bool:
 
 
 # Options that may change when a run is resumed; the others are the run's recipe, fixed by its checkpoint.
-RESUMABLE = frozenset({"steps", "epochs", "time_limit", "device", "log_every", "sample_every", "checkpoint_every",
-                       "keep_checkpoints", "eval_every", "eval_samples", "eval_classifier"})
+RESUMABLE = frozenset({"steps", "epochs", "time_limit", "device", "sync_bn", "log_every", "sample_every",
+                       "checkpoint_every", "keep_checkpoints", "eval_every", "eval_samples", "eval_classifier"})
 
 
 def resumed_config(stored: TrainConfig, flag_values: dict[str, Any], origin: str) -> TrainConfig:

@@ -249,29 +249,39 @@ class ShuffledBatches:
     """Batches drawn by indexing an in-memory uint8 tensor, scaled to [-1, 1] on the fly.
 
     The order of epoch `e` is a permutation seeded by (seed, e), so a run can resume at any
-    (epoch, batch) position without replaying the data.
+    (epoch, batch) position without replaying the data. With several processes, `batch_size` is
+    the global batch: every rank draws the same permutation and takes its own slice of each batch
+    (`rank` of `world_size` equal parts), so each image is used once per epoch across the ranks.
     """
 
-    def __init__(self, data: ImageData, *, batch_size: int, seed: int, device: torch.device) -> None:
+    def __init__(self, data: ImageData, *, batch_size: int, seed: int, device: torch.device, rank: int = 0,
+                 world_size: int = 1) -> None:
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
         self.batch_size = batch_size
         self.seed = seed
         self.device = device
-        # A trailing batch of one sample is dropped: batch norm cannot train on it.
+        self.rank = rank
+        self.world_size = world_size
+        # A trailing batch is kept when each rank's share has two images: batch norm cannot train on one.
         n = len(data)
-        self.batches_per_epoch = n // batch_size + (1 if n % batch_size > 1 else 0)
+        self.batches_per_epoch = n // batch_size + (1 if (n % batch_size) // world_size > 1 else 0)
 
     def order(self, epoch: int) -> torch.Tensor:
         """The permutation of sample indices used in `epoch`."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.images.shape[0], generator=generator).to(self.device)
 
+    def indices(self, order: torch.Tensor, batch: int) -> torch.Tensor:
+        """This rank's indices of global batch `batch` in `order` (a trailing batch is split as evenly as it goes)."""
+        index = order[batch * self.batch_size:(batch + 1) * self.batch_size]
+        return index if self.world_size == 1 else index.tensor_split(self.world_size)[self.rank]
+
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (images in [-1, 1] float32, labels) for `epoch`, from batch `start_batch` on."""
         order = self.order(epoch)
         for b in range(start_batch, self.batches_per_epoch):
-            index = order[b * self.batch_size:(b + 1) * self.batch_size]
+            index = self.indices(order, b)
             yield self.images[index].float().div_(127.5).sub_(1.0), self.labels[index]
 
 

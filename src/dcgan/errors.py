@@ -17,3 +17,9 @@ def reason(exc: BaseException) -> str:
     if not lines:
         return type(exc).__name__
     return lines[1] if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
+class PeerFailed(Exception):
+    """Another training process failed and reported it: this one leaves quietly with the same exit code."""
+
+    exit_code = 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 
 import torch
 from tqdm import tqdm
@@ -29,23 +30,29 @@ def with_classes(config: TrainConfig, num_classes: int, source: str) -> TrainCon
     return config.replace(num_classes=num_classes)
 
 
-def with_clusters(config: TrainConfig, data: ImageData) -> tuple[TrainConfig, ImageData, torch.Tensor | None]:
+def to_stderr(message: str) -> None:
+    """Print a line above the progress bar, on stderr."""
+    tqdm.write(message, file=sys.stderr)
+
+
+def with_clusters(config: TrainConfig, data: ImageData, *, log: Callable[[str], None] = to_stderr
+                  ) -> tuple[TrainConfig, ImageData, torch.Tensor | None]:
     """With `--clusters K`: the data relabelled by k-means clusters, and the clusters' sizes as fractions.
 
     Small data sets get fewer clusters (at least MIN_IMAGES_PER_CLUSTER images each on average),
-    and none below two; the config records the number used.
+    and none below two; the config records the number used. `log` prints the decisions.
     """
     if not config.clusters:
         return config, data, None
     clusters = min(config.clusters, len(data) // MIN_IMAGES_PER_CLUSTER)
     if clusters != config.clusters:
-        tqdm.write(f"--clusters {config.clusters}: {data.source} has {len(data)} images, enough for "
-                   + (f"{clusters} clusters" if clusters >= 2 else "no clusters: training unconditionally")
-                   + f" (at least {MIN_IMAGES_PER_CLUSTER} images per cluster)", file=sys.stderr)
+        log(f"--clusters {config.clusters}: {data.source} has {len(data)} images, enough for "
+            + (f"{clusters} clusters" if clusters >= 2 else "no clusters: training unconditionally")
+            + f" (at least {MIN_IMAGES_PER_CLUSTER} images per cluster)")
         config = config.replace(clusters=clusters if clusters >= 2 else 0)
         if not config.clusters:
             return config, data, None
-    tqdm.write(f"clustering {len(data)} images into {config.clusters} groups", file=sys.stderr)
+    log(f"clustering {len(data)} images into {config.clusters} groups")
     labels, prior = cluster_images(data.images, config.clusters, seed=config.seed)
     classes = tuple(f"cluster {i}" for i in range(config.clusters))
     return config, dataclasses.replace(data, labels=labels, classes=classes), prior

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -23,10 +24,12 @@ from ..config import TrainConfig
 from ..data import ShuffledBatches, load_data
 from ..device import select_device, synchronized_time
 from ..errors import UserError
-from .labels import set_cluster_prior, with_classes, with_clusters
+from .distributed import World, agreed, any_rank, from_main, gather, mean_over_ranks, rank_seed
+from .labels import set_cluster_prior, to_stderr, with_classes, with_clusters
 from .rundir import RunDirectory
 from .signals import StopRequest
-from .state import Position, check_goal, check_same_data, make_payload, restore, seed_everything, total_steps
+from .state import (Position, capture_rng, check_goal, check_same_data, make_payload, restore, seed_everything,
+                    total_steps)
 from .step import GAN, TrainingStep, build_gan
 
 MAX_ROLLBACKS = 3
@@ -61,42 +64,62 @@ class Diverged(Exception):
 
 
 def train(config: TrainConfig, run: RunDirectory, *, resume: dict[str, Any] | None = None, progress: bool = True,
-          evaluator: EvaluatorFactory | None = None) -> TrainResult:
+          evaluator: EvaluatorFactory | None = None, world: World = World()) -> TrainResult:
     """Train a GAN as `config` says, writing everything into `run`; resumes from a checkpoint payload.
 
     `evaluator`, when given, builds the scorer of `--eval-every` from the final config (the
     classes and clusters are known only once the data is loaded). SIGINT/SIGTERM are caught
-    from the start, so even a signal during set-up ends with a checkpoint.
+    from the start, so even a signal during set-up ends with a checkpoint. In a `world` of
+    several processes every rank calls this; rank 0 alone writes `run`.
     """
-    with StopRequest() as stop:
-        seed_everything(config.seed)
-        device = select_device(config.device)
-        data = load_data(config.data, channels=config.channels, image_size=config.image_size,
-                         download=config.download)
-        last = str(run.checkpoints / "last.pt")
-        if resume is not None:
-            check_same_data(resume, len(data), last)
-        config = with_classes(config, len(data.classes), data.source)
-        config, data, prior = with_clusters(config, data)
-        batches = ShuffledBatches(data, batch_size=config.batch_size, seed=config.seed, device=device)
-        goal = total_steps(config, batches.batches_per_epoch)
-        gan = build_gan(config, device)
-        if prior is not None:
-            set_cluster_prior(gan, prior)
-        loop = TrainingLoop(config, gan, batches, run, goal=goal, stop=stop, device=device)
+    with StopRequest(quiet=not world.is_main) as stop:
+        device = world.device(select_device(config.device))
+        loop = agreed(world, lambda: set_up(config, run, device, resume=resume, stop=stop, world=world))
         if resume is None:
-            run.start(config)
+            from_main(world, lambda: run.start(loop.config))
             loop.save_samples()
             loop.save_checkpoint()
         else:
-            check_goal(resume, goal, last)
-            loop.position = restore(gan, resume, last)
-            run.resume(config, loop.position.step)
-        tqdm.write(f"run directory: {run.root}", file=sys.stderr)
-        gan.set_lr_scale(config, loop.position.lr_scale)
-        result = loop.run(evaluator(config, run, device) if evaluator else None, progress=progress)
-    run.finish()
+            from_main(world, lambda: run.resume(loop.config, loop.position.step))
+        if world.is_main:
+            tqdm.write(f"run directory: {run.root}", file=sys.stderr)
+        scorer = agreed(world, lambda: evaluator(loop.config, run, device) if evaluator and world.is_main else None)
+        result = loop.run(scorer, progress=progress and world.is_main)
+    if world.is_main:
+        run.finish()
     return result
+
+
+def set_up(config: TrainConfig, run: RunDirectory, device: torch.device, *, resume: dict[str, Any] | None,
+           stop: StopRequest, world: World) -> TrainingLoop:
+    """Everything before the first step that involves no other rank: data, labels, networks, position."""
+    if config.batch_size % world.size or config.batch_size // world.size < 2:
+        raise UserError(f"--batch-size {config.batch_size} (the global batch) must split into equal parts of at "
+                        f"least 2 images over {world.size} processes: use a multiple of {world.size}")
+    if config.sync_bn and world.distributed and device.type != "cuda":
+        raise UserError("--sync-bn synchronises batch norm over GPUs (NCCL); on the CPU each process keeps "
+                        "its own batch statistics: drop --sync-bn")
+    seed_everything(config.seed)
+    data = load_data(config.data, channels=config.channels, image_size=config.image_size, download=config.download)
+    last = str(run.checkpoints / "last.pt")
+    if resume is not None:
+        check_same_data(resume, len(data), last)
+    config = with_classes(config, len(data.classes), data.source)
+    config, data, prior = with_clusters(config, data, log=to_stderr if world.is_main else lambda _: None)
+    batches = ShuffledBatches(data, batch_size=config.batch_size, seed=config.seed, device=device, rank=world.rank,
+                              world_size=world.size)
+    goal = total_steps(config, batches.batches_per_epoch)
+    gan = build_gan(config, device, world)
+    if prior is not None:
+        set_cluster_prior(gan, prior)
+    if world.distributed:  # same networks from the shared seed; noise, dropout and augmentation differ per rank
+        seed_everything(rank_seed(config.seed, world.rank))
+    loop = TrainingLoop(config, gan, batches, run, goal=goal, stop=stop, device=device, world=world)
+    if resume is not None:
+        check_goal(resume, goal, last)
+        loop.position = restore(gan, resume, last, world)
+    gan.set_lr_scale(config, loop.position.lr_scale)
+    return loop
 
 
 class Clock:
@@ -139,11 +162,16 @@ class Clock:
 
 
 class Logger:
-    """Mean losses over each window of steps, kept on the device and read only when a row is written."""
+    """Mean losses over each window of steps, kept on the device and read only when a row is written.
+
+    With several processes the row holds the mean over the ranks, and rank 0 alone writes it.
+    """
 
     NAMES = ("d_loss", "g_loss", "d_real", "d_fake")
 
-    def __init__(self, run: RunDirectory, bar: tqdm, *, batch_size: int, device: torch.device) -> None:
+    def __init__(self, run: RunDirectory, bar: tqdm, *, batch_size: int, device: torch.device,
+                 world: World = World()) -> None:
+        self.world = world
         self.rundir = run
         self.bar = bar
         self.batch_size = batch_size
@@ -164,13 +192,15 @@ class Logger:
 
     def write(self, position: Position, scores: dict[str, float]) -> None:
         """Append the window's means (and any scores) to metrics.csv; raise Diverged on a non-finite loss."""
-        losses = dict(zip(self.NAMES, (self.sums / max(self.count, 1)).tolist()))  # the only host sync
+        means = mean_over_ranks(self.world, self.sums / max(self.count, 1))
+        losses = dict(zip(self.NAMES, means.tolist()))  # the only host sync
         if not all(math.isfinite(v) for v in losses.values()):
             raise Diverged
         seconds = position.train_seconds - self.window_seconds
         images_per_s = self.count * self.batch_size / max(seconds, 1e-9)
-        self.rundir.log_metrics({"step": position.step, "epoch": position.epoch, **losses,
-                              "images_per_s": images_per_s, "wall_time": position.train_seconds, **scores})
+        if self.world.is_main:
+            self.rundir.log_metrics({"step": position.step, "epoch": position.epoch, **losses,
+                                     "images_per_s": images_per_s, "wall_time": position.train_seconds, **scores})
         self.bar.set_postfix(d_loss=f"{losses['d_loss']:.3f}", g_loss=f"{losses['g_loss']:.3f}",
                              d_x=f"{losses['d_real']:.2f}", d_gz=f"{losses['d_fake']:.2f}",
                              img_s=f"{images_per_s:.0f}")
@@ -181,10 +211,11 @@ class TrainingLoop:
     """Steps over the batches until the goal, the time limit or a signal, writing the run as it goes."""
 
     def __init__(self, config: TrainConfig, gan: GAN, batches: ShuffledBatches, run: RunDirectory, *,
-                 goal: int | None, stop: StopRequest, device: torch.device) -> None:
+                 goal: int | None, stop: StopRequest, device: torch.device, world: World = World()) -> None:
         self.config = config
         self.gan = gan
-        self.train_step = TrainingStep.from_config(gan, config, device)
+        self.world = world
+        self.train_step = TrainingStep.from_config(gan, config, device, world)
         self.batches = batches
         self.rundir = run
         self.goal = goal  # None: until the time limit
@@ -201,7 +232,8 @@ class TrainingLoop:
         config, position = self.config, self.position
         bar = tqdm(total=self.goal, initial=position.step, unit="step", disable=not progress, dynamic_ncols=True)
         clock = Clock(position, time_limit_minutes=config.time_limit, device=self.batches.device)
-        logger = Logger(self.rundir, bar, batch_size=self.batches.batch_size, device=self.batches.device)
+        logger = Logger(self.rundir, bar, batch_size=self.batches.batch_size, device=self.batches.device,
+                        world=self.world)
         logger.start_window(position)
         status = "completed"
         while status == "completed" and not self.reached_goal():
@@ -211,15 +243,18 @@ class TrainingLoop:
                 bar.update(1)
                 row_due = self.due(config.log_every) or self.due(config.checkpoint_every)
                 clock.tick(position, sync=row_due or self.reached_goal())
-                status = ("time_limit" if clock.expired(position) else
-                          "interrupted" if self.stop.signum is not None else "completed")
+                # rank 0's clock decides the time limit; a signal to any rank stops them all at this step
+                expired, signalled = any_rank(self.world, self.world.is_main and clock.expired(position),
+                                              self.stop.signum is not None)
+                status = "time_limit" if expired else "interrupted" if signalled else "completed"
                 done = status != "completed" or self.reached_goal()
+                final = self.reached_goal() or status == "time_limit"  # not on a signal: the user wants out
+                evaluation_due = config.eval_every > 0 and (self.due(config.eval_every) or final)
                 scores = {}
-                if evaluator is not None:
-                    final = self.reached_goal() or status == "time_limit"  # not on a signal: the user wants out
+                if evaluator is not None and evaluation_due:
                     with clock.paused():
                         scores = evaluator(self.gan.sampler(), position.step, final, self.payload)
-                if row_due or done or scores:
+                if row_due or done or evaluation_due:
                     try:
                         if not self.gan.finite_weights():  # a weight can break before any loss shows it
                             raise Diverged
@@ -236,10 +271,10 @@ class TrainingLoop:
                 if done or end_of_epoch:
                     break
         bar.close()
-        if not self.rundir.has_samples(position.step):
+        if self.world.is_main and not self.rundir.has_samples(position.step):
             self.save_samples()
-        return TrainResult(status, position.step, clock.images_per_s(position, self.batches.batch_size),
-                           self.stop.signum)
+        signum = self.stop.signum or (signal.SIGTERM if status == "interrupted" else None)  # another rank's signal
+        return TrainResult(status, position.step, clock.images_per_s(position, self.batches.batch_size), signum)
 
     def advance(self) -> bool:
         """Count the step done; returns whether it ended an epoch (the next step starts the next one)."""
@@ -263,17 +298,21 @@ class TrainingLoop:
         """Real images in the networks' memory format."""
         return images.contiguous(memory_format=torch.channels_last) if self.config.channels_last else images
 
-    def payload(self) -> dict[str, Any]:
-        """The checkpoint payload of the current state."""
-        return make_payload(self.config, self.gan, self.position, self.batches.images.shape[0])
+    def payload(self, rng_by_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The checkpoint payload of the current state (with every rank's random states, when given)."""
+        return make_payload(self.config, self.gan, self.position, self.batches.images.shape[0],
+                            world_size=self.world.size, rng_by_rank=rng_by_rank)
 
     def save_checkpoint(self) -> None:
-        """Write checkpoints/last.pt (keeping `--keep-checkpoints` old ones)."""
-        save_checkpoint(self.payload(), self.rundir.checkpoints, keep=self.config.keep_checkpoints)
+        """Write checkpoints/last.pt (keeping `--keep-checkpoints` old ones); every rank takes part."""
+        rng_by_rank = gather(self.world, capture_rng()) if self.world.distributed else None
+        if self.world.is_main:
+            save_checkpoint(self.payload(rng_by_rank), self.rundir.checkpoints, keep=self.config.keep_checkpoints)
 
     def save_samples(self) -> None:
-        """Write the progress grid of this step."""
-        self.rundir.save_samples(self.gan.sampler(), self.grid_noise, self.position.step, labels=self.grid_labels)
+        """Write the progress grid of this step (rank 0)."""
+        if self.world.is_main:
+            self.rundir.save_samples(self.gan.sampler(), self.grid_noise, self.position.step, labels=self.grid_labels)
 
     def roll_back(self) -> Position:
         """After a non-finite loss or weight: reload the last checkpoint with half the learning rates, or give up."""
@@ -282,11 +321,13 @@ class TrainingLoop:
             raise UserError(f"training diverged (non-finite loss or weight near step {position.step}) after "
                             f"{MAX_ROLLBACKS} roll-backs with lower learning rates; the last good checkpoint "
                             f"is {last}")
-        restored = restore(self.gan, load_checkpoint(last), str(last))
+        restored = restore(self.gan, from_main(self.world, lambda: load_checkpoint(last)), str(last), self.world)
         restored.rollbacks = position.rollbacks + 1
         restored.lr_scale = position.lr_scale * 0.5
         restored.train_seconds = position.train_seconds  # the discarded steps took time too
         self.gan.set_lr_scale(self.config, restored.lr_scale)
+        if not self.world.is_main:
+            return restored
         self.rundir.truncate_metrics(restored.step)
         self.rundir.truncate_samples(restored.step)
         tqdm.write(f"non-finite loss or weight near step {position.step}: rolled back to step {restored.step} "

@@ -21,11 +21,23 @@ EVAL_FIELDS = ("fid", "kid", "precision", "recall", "classes_covered", "class_en
 METRIC_FIELDS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s", "wall_time", *EVAL_FIELDS)
 
 
+JOB_FILE = ".torchrun-job"
+
+
+def started_by(root: Path, job: str) -> bool:
+    """Whether the run directory `root` was started by torchrun job `job` (so a restart may continue it)."""
+    try:
+        return bool(job) and (root / JOB_FILE).read_text().strip() == job
+    except OSError:
+        return False
+
+
 class RunDirectory:
     """Paths and writers for `OUT/`: config.toml, metrics.csv, samples/, checkpoints/, plots."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, job: str = "") -> None:
         self.root = Path(root)
+        self.job = job  # torchrun's job id: written into the run, so a restarted job knows the run as its own
         self.samples = self.root / "samples"
         self.checkpoints = self.root / "checkpoints"
         self.metrics_csv = self.root / "metrics.csv"
@@ -50,6 +62,8 @@ class RunDirectory:
         except OSError as exc:
             raise UserError(f"--out {self.root}: cannot create the run directory ({exc.strerror})") from None
         replace_file(self.root / "config.toml", lambda tmp: tmp.write_text(to_toml(config)))
+        if self.job:
+            replace_file(self.root / JOB_FILE, lambda tmp: tmp.write_text(self.job + "\n"))
         self._write_metrics([])
 
     def resume(self, config: TrainConfig, step: int) -> None:

@@ -17,16 +17,18 @@ class StopRequest:
     disk is corrupted either way.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, quiet: bool = False) -> None:
         self.signum: int | None = None
+        self.quiet = quiet  # say nothing (the other ranks of a distributed run: rank 0 speaks for them)
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signum is not None:
             raise Interrupted(signum)
         self.signum = signum
-        tqdm.write(f"{signal.Signals(signum).name}: stopping after this step "
-                   "(send it again to exit at once)", file=sys.stderr)
+        if not self.quiet:
+            tqdm.write(f"{signal.Signals(signum).name}: stopping after this step "
+                       "(send it again to exit at once)", file=sys.stderr)
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():

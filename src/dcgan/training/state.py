@@ -2,8 +2,8 @@
 
 A checkpoint holds everything a step depends on, so a resumed run continues bit for bit: the
 networks, the optimisers, the moving average, the position in the data (epoch and batch, whose
-order is a function of the seed), the random-number states, the learning-rate scale after
-roll-backs, and the training time used.
+order is a function of the seed), the random-number states (every rank's, with several
+processes), the learning-rate scale after roll-backs, and the training time used.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig, config_from_dict, resumed_config
 from ..errors import UserError, reason
+from .distributed import World, rank_seed
 from .step import GAN
 
 TRAINING_KEYS = ("discriminator", "opt_g", "opt_d", "epoch", "batch", "rng")
@@ -67,21 +68,33 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.mps.set_rng_state(state["mps"])
 
 
-def make_payload(config: TrainConfig, gan: GAN, position: Position, data_size: int) -> dict[str, Any]:
-    """Everything a checkpoint holds."""
-    return {"config": config.to_dict(), **gan.state_dict(), "step": position.step, "epoch": position.epoch,
-            "batch": position.batch, "lr_scale": position.lr_scale, "rollbacks": position.rollbacks,
-            "train_seconds": position.train_seconds, "rng": capture_rng(), "data_size": data_size}
+def make_payload(config: TrainConfig, gan: GAN, position: Position, data_size: int, *, world_size: int = 1,
+                 rng_by_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Everything a checkpoint holds; `rng_by_rank`: every rank's random states, when there are several."""
+    payload = {"config": config.to_dict(), **gan.state_dict(), "step": position.step, "epoch": position.epoch,
+               "batch": position.batch, "lr_scale": position.lr_scale, "rollbacks": position.rollbacks,
+               "train_seconds": position.train_seconds, "rng": capture_rng(), "data_size": data_size,
+               "world_size": world_size}
+    if rng_by_rank is not None and world_size > 1:
+        payload["rng_by_rank"] = rng_by_rank
+    return payload
 
 
-def restore(gan: GAN, payload: dict[str, Any], source: str) -> Position:
-    """Load a checkpoint's weights, optimisers and RNG states; returns its position."""
+def restore(gan: GAN, payload: dict[str, Any], source: str, world: World = World()) -> Position:
+    """Load a checkpoint's weights, optimisers and RNG states; returns its position.
+
+    At the world size that wrote it, every rank continues its own random streams exactly; at
+    another, each rank starts a new stream from the seed and the step (not bit-identical).
+    """
     try:
         gan.load_state_dict(payload)
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise UserError(f"{source}: checkpoint does not match this model's architecture ({reason(exc)})") from None
     try:
-        restore_rng(payload["rng"])
+        if payload.get("world_size", 1) == world.size:
+            restore_rng(payload["rng_by_rank"][world.rank] if world.distributed else payload["rng"])
+        else:
+            seed_everything(rank_seed(int(payload["config"]["seed"]) + payload["step"], world.rank))
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
         raise UserError(f"{source}: damaged checkpoint (random-number states: {exc})") from None
     return Position(step=payload["step"], epoch=payload["epoch"], batch=payload["batch"],

@@ -15,6 +15,7 @@ from ..config import TrainConfig
 from ..device import autocast_for
 from ..networks import build_discriminator, build_generator
 from .augment import diff_augment
+from .distributed import World, broadcast_buffers, parallel
 from .ema import EMA
 from .losses import discriminator_loss, generator_loss
 
@@ -73,9 +74,16 @@ def learning_rates(config: TrainConfig) -> tuple[float, float]:
     return config.lr_g * factor, config.lr_d * factor
 
 
-def build_gan(config: TrainConfig, device: torch.device) -> GAN:
-    """Networks and Adam optimisers for `config`, on `device`, in its memory format."""
-    generator = build_generator(config).to(device)
+def build_gan(config: TrainConfig, device: torch.device, world: World = World()) -> GAN:
+    """Networks and Adam optimisers for `config`, on `device`, in its memory format.
+
+    With `--sync-bn` and several processes, G's batch norm layers become SyncBatchNorm (same
+    weights and state-dict names), which normalise with the statistics of the global batch.
+    """
+    generator = build_generator(config)
+    if config.sync_bn and world.distributed:
+        generator = nn.SyncBatchNorm.convert_sync_batchnorm(generator)
+    generator = generator.to(device)
     discriminator = build_discriminator(config).to(device)
     if config.channels_last:
         generator.to(memory_format=torch.channels_last)
@@ -96,11 +104,18 @@ class TrainingStep:
     the mode-seeking weight, whether the G step reuses the D step's generated batch
     (`reuse_fake`), and the precision (`autocast`, a factory of the forward passes' context).
     Labels go to the networks only when the generator takes them (conditional or clusters).
+
+    With several processes (`world`), G and D's training forward each run through their own
+    DistributedDataParallel wrapper, so backward averages their gradients over the ranks. The G
+    step's pass through D uses D itself: D's weights are frozen there, so nothing is reduced for
+    it. G's buffers are copied from rank 0 after each G step, keeping every rank (and its moving
+    average) identical.
     """
 
     def __init__(self, gan: GAN, *, latent_dim: int, loss: str = "bce", augment: bool = False, d_steps: int = 1,
                  mode_seeking: float = 0.0, reuse_fake: bool = False,
-                 autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> None:
+                 autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext, world: World = World(),
+                 device: torch.device = torch.device("cpu")) -> None:
         self.gan = gan
         self.latent_dim = latent_dim
         self.d_loss = discriminator_loss(loss)
@@ -111,13 +126,17 @@ class TrainingStep:
         self.reuse_fake = reuse_fake
         self.autocast = autocast
         self.labelled = gan.generator.num_classes > 0
+        self.world = world
+        self.generate = parallel(world, gan.generator, device)  # G(z, labels)
+        self.train_logits = parallel(world, Logits(gan.discriminator), device)  # D's logits in the D step
 
     @classmethod
-    def from_config(cls, gan: GAN, config: TrainConfig, device: torch.device) -> TrainingStep:
-        """The step that `config`'s recipe describes, in its precision on `device`."""
+    def from_config(cls, gan: GAN, config: TrainConfig, device: torch.device, world: World = World()
+                    ) -> TrainingStep:
+        """The step that `config`'s recipe describes, in its precision on `device`, for this process of `world`."""
         return cls(gan, latent_dim=config.latent_dim, loss=config.loss, augment=config.augment,
                    d_steps=config.d_steps, mode_seeking=config.mode_seeking, reuse_fake=config.reuse_fake,
-                   autocast=autocast_for(config.precision, device))
+                   autocast=autocast_for(config.precision, device), world=world, device=device)
 
     def __call__(self, real: torch.Tensor, labels: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -128,7 +147,7 @@ class TrainingStep:
         GAN's generated images are asked to be the classes of the real batch.
         """
         labels = labels if self.labelled else None
-        generator = self.gan.generator
+        generator = self.generate
         for _ in range(self.d_steps - 1):
             noise = torch.randn(real.shape[0], self.latent_dim, device=real.device)
             with self.autocast(), torch.no_grad():
@@ -164,7 +183,7 @@ class TrainingStep:
         opt_d.zero_grad(set_to_none=True)
         with self.autocast():
             both = None if labels is None else torch.cat([labels, labels])
-            logits = self._d_logits(torch.cat([real, fake]), both).float()  # (2B, 1)
+            logits = self._d_logits(self.train_logits, torch.cat([real, fake]), both).float()  # (2B, 1)
         real_logits, fake_logits = logits.split(real.shape[0])
         d_loss = self.d_loss(real_logits, fake_logits)
         d_loss.backward()
@@ -183,21 +202,34 @@ class TrainingStep:
         gan.discriminator.requires_grad_(False)
         try:
             with self.autocast():
-                logits = self._d_logits(fake, labels).float()  # (B, 1)
+                logits = self._d_logits(gan.discriminator.logits, fake, labels).float()  # (B, 1)
             g_loss = self.g_loss(logits)
             (g_loss if penalty is None else g_loss + penalty).backward()
         finally:
             gan.discriminator.requires_grad_(True)
         gan.opt_g.step()
+        broadcast_buffers(self.world, gan.generator)
         if gan.ema is not None:
             gan.ema.update(gan.generator)
         return g_loss.detach()
 
-    def _d_logits(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """D's logits (B, 1) of images (augmented first when the recipe says so), conditioned on `labels`."""
+    def _d_logits(self, logits: Callable[..., torch.Tensor], images: torch.Tensor, labels: torch.Tensor | None
+                  ) -> torch.Tensor:
+        """D's `logits` (B, 1) of images (augmented first when the recipe says so), conditioned on `labels`."""
         if self.augment:
             images = diff_augment(images)
-        return self.gan.discriminator.logits(images, labels)
+        return logits(images, labels)
+
+
+class Logits(nn.Module):
+    """A discriminator's logits as a module's forward (DistributedDataParallel wraps `forward` alone)."""
+
+    def __init__(self, discriminator: nn.Module) -> None:
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.discriminator.logits(images, labels)
 
 
 def mode_seeking_loss(fake: torch.Tensor, anchor: torch.Tensor, noise: torch.Tensor, anchor_noise: torch.Tensor
