@@ -33,5 +33,24 @@ print(result)
 open(out, "w").write(json.dumps(result, indent=2) + "\n")
 PY
 done
+
+# 3. Data-parallel scaling: images/s at 1..N GPUs (torchrun, one process per GPU, NCCL), the same
+#    global batch of 256 split over the GPUs.
+ngpu=$(python3 -c 'import torch; print(torch.cuda.device_count())')
+for n in $(seq 1 "$ngpu"); do
+  python3 -m torch.distributed.run --standalone --nproc_per_node "$n" -m dcgan train --preset tutorial \
+      --batch-size 256 --steps 600 --device cuda --quiet --sample-every 0 --checkpoint-every 0 --log-every 600 \
+      --out "$tmp/ddp-$n" | tee "$tmp/ddp-$n.txt"
+done
+python3 - "$ngpu" "$tmp" "$results/gpu_scaling.json" <<'PY'
+import json, re, sys
+ngpu, tmp, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+speeds = {n: float(re.search(r"images_per_s=([\d.]+)", open(f"{tmp}/ddp-{n}.txt").read()).group(1))
+          for n in range(1, ngpu + 1)}
+result = {"global_batch": 256, "images_per_s_by_gpus": speeds,
+          "efficiency": {n: round(v / (n * speeds[1]), 3) for n, v in speeds.items()}}
+print(result)
+open(out, "w").write(json.dumps(result, indent=2) + "\n")
+PY
 rm -rf "$tmp"
 if [[ -n "${OUT:-}" ]]; then cp "$results"/gpu_*.json "$OUT"/; fi

@@ -1,12 +1,18 @@
-"""The arithmetic ceiling of a training step: FLOPs per image against this machine's matmul peak.
+"""The arithmetic ceiling of a training step: FLOPs per image against what this CPU's kernels reach.
 
-    python benchmarks/roofline.py [--batch-size 32] [--json benchmarks/results/roofline_cpu.json]
+    python benchmarks/roofline.py [--presets tutorial,dcgan] [--json benchmarks/results/roofline_cpu.json]
 
-Counts the floating-point operations of one `TrainingStep` of the `tutorial` preset (and of the
-`--reuse-fake` step) with torch's FLOP counter, measures the best matrix-multiply throughput of
-this CPU in fp32 and bf16 (square products, the kind of work a convolution becomes), and prints
-the images/s a step could reach if every FLOP ran at that peak. No step can beat that ceiling;
-the only way past it is fewer FLOPs per image.
+For each preset (at its own batch size and image size) it counts the floating-point operations of
+one `TrainingStep` with torch's FLOP counter, then measures the peak two ways:
+
+- the step's own layers: every convolution, transposed convolution and linear layer that the
+  step runs is timed alone at the step's shapes (forward, and backward where the step takes
+  one), best of 5; their FLOPs over their time is the rate these kernels reach on this CPU;
+- square matrix products (1024 to 3072), which on some CPUs (AMD Zen 5) run far below what the
+  convolutions reach, so they alone would understate the ceiling.
+
+The ceiling is the images/s a step could reach if every FLOP ran at the higher of the two rates.
+No step can beat it; the only way past it is fewer FLOPs per image.
 """
 
 from __future__ import annotations
@@ -18,23 +24,84 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from dcgan.config import TrainConfig
+from dcgan.config import resolve_config
 from dcgan.training.step import TrainingStep, build_gan
 
+CPU = torch.device("cpu")
+TIMED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
-def step_flops(*, batch_size: int, reuse_fake: bool) -> int:
-    """FLOPs (2 per multiply-add) of one D step + one G step of the tutorial networks."""
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def preset_step(preset: str, precision: str) -> tuple[TrainingStep, torch.Tensor, int]:
+    """The preset's training step in `precision`, a real batch for it, and the batch size."""
     torch.manual_seed(0)
-    config = TrainConfig(precision="fp32", batch_size=batch_size, reuse_fake=reuse_fake)
-    device = torch.device("cpu")
-    step = TrainingStep.from_config(build_gan(config, device), config, device)
-    real = torch.rand(batch_size, 1, 28, 28) * 2 - 1
+    config = resolve_config({}, {"preset": preset, "precision": precision, "channels": 1 if preset != "dcgan" else 3,
+                                 "clusters": 0, "mode_seeking": 0.0, "ema_decay": 0.0})
+    step = TrainingStep.from_config(build_gan(config, CPU), config, CPU)
+    real = torch.rand(config.batch_size, config.channels, config.image_size, config.image_size) * 2 - 1
     step(real)  # warm-up: optimiser state exists
+    return step, real, config.batch_size
+
+
+def step_flops(step: TrainingStep, real: torch.Tensor) -> int:
+    """FLOPs (2 per multiply-add) of one D step + one G step."""
     with FlopCounterMode(display=False) as counter:
         step(real)
     return counter.get_total_flops()
+
+
+def layer_calls(step: TrainingStep, real: torch.Tensor) -> list[tuple[nn.Module, torch.Size, bool]]:
+    """(layer, input shape, whether a backward pass follows) of every timed layer call in one step."""
+    calls = []
+    modules = {m for network in (step.gan.generator, step.gan.discriminator) for m in network.modules()
+               if isinstance(m, TIMED)}
+    hooks = [m.register_forward_hook(lambda m, inputs, _: calls.append((m, inputs[0].shape, torch.is_grad_enabled())))
+             for m in modules]
+    try:
+        step(real)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return calls
+
+
+def layer_rate(step: TrainingStep, calls: list[tuple[nn.Module, torch.Size, bool]], repeats: int = 5
+               ) -> tuple[float, float]:
+    """(FLOPs, seconds) of the step's layer calls, each timed alone (best of `repeats`) in the step's precision."""
+    total_flops, total_seconds = 0, 0.0
+    for module, shape, backward in calls:
+        x = torch.randn(shape, requires_grad=backward)
+
+        def run() -> None:
+            with step.autocast():
+                out = module(x)
+            if backward:
+                out.float().sum().backward()
+
+        with FlopCounterMode(display=False) as counter:
+            run()
+        run()  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - start)
+        module.zero_grad(set_to_none=True)
+        total_flops += counter.get_total_flops()
+        total_seconds += best
+    return total_flops, total_seconds
 
 
 def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (1024, 2048, 3072), repeats: int = 5) -> float:
@@ -52,25 +119,28 @@ def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (1024, 2048, 3072),
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--presets", default="tutorial,dcgan")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    flops = {"tutorial": step_flops(batch_size=args.batch_size, reuse_fake=False),
-             "reuse_fake": step_flops(batch_size=args.batch_size, reuse_fake=True)}
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     rows = []
-    for step, total in flops.items():
-        per_image = total / args.batch_size
-        for precision, peak in peaks.items():
-            rows.append({"step": step, "precision": precision, "mflop_per_image": per_image / 1e6,
-                         "peak_gflops": peak / 1e9, "ceiling_images_per_s": peak / per_image})
-            print(f"{step:10s} {precision}: {per_image / 1e6:6.1f} MFLOP/image, matmul peak "
-                  f"{peak / 1e9:6.1f} GFLOP/s -> at most {peak / per_image:6.0f} images/s")
+    for preset in args.presets.split(","):
+        for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            step, real, batch = preset_step(preset, precision)
+            flops = step_flops(step, real)
+            layer_flops, layer_seconds = layer_rate(step, layer_calls(step, real))
+            layers, matmul = layer_flops / layer_seconds, matmul_peak(dtype)
+            row = {"preset": preset, "precision": precision, "batch_size": batch,
+                   "mflop_per_image": flops / batch / 1e6, "layer_share_of_flops": layer_flops / flops,
+                   "layers_gflops": layers / 1e9, "matmul_gflops": matmul / 1e9,
+                   "ceiling_images_per_s": max(layers, matmul) * batch / flops}
+            rows.append(row)
+            print(f"{preset:9s} {precision}: {row['mflop_per_image']:7.1f} MFLOP/image, step's layers "
+                  f"{row['layers_gflops']:6.1f} GFLOP/s, matmul {row['matmul_gflops']:6.1f} GFLOP/s -> at most "
+                  f"{row['ceiling_images_per_s']:6.0f} images/s", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
-                                         "threads": torch.get_num_threads(), "torch": torch.__version__,
-                                         "batch_size": args.batch_size, "rows": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"cpu": cpu_name(), "threads": torch.get_num_threads(),
+                                         "torch": torch.__version__, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

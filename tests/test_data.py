@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import write_idx
+from dcgan import data as data_module
 from dcgan.data import ShuffledBatches, conform, export_png, load_data, read_idx
 from dcgan.errors import UserError
 
@@ -71,35 +72,39 @@ def test_image_folder_source_converts_mode_and_size(image_folder: Path, mnist_su
 def test_image_folder_is_decoded_once_then_read_from_the_cache(image_folder: Path, isolated_cache: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     first = load_data(str(image_folder))
-    assert len(list(isolated_cache.rglob("*.pt"))) == 1
+    assert len(list(isolated_cache.rglob("*.npy"))) == 1
     monkeypatch.setattr("dcgan.data._decode", lambda *a: pytest.fail("decoded again despite the cache"))
     second = load_data(str(image_folder))
     assert torch.equal(first.images, second.images)
 
 
-def test_an_interrupted_cache_write_leaves_no_cache_and_no_partial_file(image_folder: Path, isolated_cache: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    real_save = torch.save
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_interrupted_decode_leaves_no_cache_and_no_partial_file(image_folder: Path, isolated_cache: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
+    monkeypatch.setattr(data_module, "PARALLEL_DECODE_FROM", 50)  # decode this 100-image folder in a pool
+    real_decode, calls = data_module._decode, []
 
-    def save_half_then_stop(payload, path):
-        real_save(payload, path)
-        Path(path).write_bytes(Path(path).read_bytes()[:100])
-        raise KeyboardInterrupt  # the user presses Ctrl-C while the cache is written
+    def decode_then_stop(path, channels, size):
+        calls.append(path)
+        if len(calls) == 60:
+            raise KeyboardInterrupt  # the user presses Ctrl-C half-way
+        return real_decode(path, channels, size)
 
-    monkeypatch.setattr(torch, "save", save_half_then_stop)
+    monkeypatch.setattr(data_module, "_decode", decode_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        load_data(str(image_folder))
+        data_module.load_image_folder(image_folder, 1, 28, workers=1)
     assert [p for p in isolated_cache.rglob("*") if p.is_file()] == []
-    monkeypatch.setattr(torch, "save", real_save)
-    assert len(load_data(str(image_folder))) == 100
-    assert len(list(isolated_cache.rglob("*.pt"))) == 1
+    monkeypatch.setattr(data_module, "_decode", real_decode)
+    decoded = data_module.load_image_folder(image_folder, 1, 28, workers=workers)
+    assert decoded.mapped and len(decoded) == 100 and len(list(isolated_cache.rglob("*.npy"))) == 1
+    assert torch.equal(decoded.images, data_module.load_image_folder(image_folder, 1, 28, use_cache=False).images)
 
 
 def test_image_folder_cache_follows_the_folder_contents(image_folder: Path, isolated_cache: Path) -> None:
     load_data(str(image_folder))
     (image_folder / "3" / "1.png").unlink()
     assert len(load_data(str(image_folder))) == 99
-    assert len(list(isolated_cache.rglob("*.pt"))) == 2
+    assert len(list(isolated_cache.rglob("*.npy"))) == 2
 
 
 def test_conform_rgb_to_grey_and_resize() -> None:

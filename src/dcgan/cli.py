@@ -78,13 +78,20 @@ def _add_train(sub: Any) -> None:
     g = p.add_argument_group("recipe")
     g.add_argument("--preset", choices=sorted(PRESETS), default=s,
                    help="named recipe: tutorial (the tutorial's own), default (the best measured), "
-                        "conditional (default: default)")
+                        "conditional, dcgan (Radford et al.'s 64x64 network and recipe) (default: default)")
     g.add_argument("--data", default=s, help="mnist (bundled), an IDX directory, an image folder, "
                                              "or torchvision:<Name>")
     g.add_argument("--download", action="store_true", default=s, help="let torchvision:<Name> download")
-    g.add_argument("--arch", choices=ARCHITECTURES, default=s, help="network family (default: tutorial)")
+    g.add_argument("--arch", choices=ARCHITECTURES, default=s,
+                   help="network family: tutorial (28x28 digits) or dcgan (Radford et al.; 32, 64, 128 or 256 "
+                        "pixels); default: tutorial, dcgan in the dcgan preset")
     g.add_argument("--image-size", type=_positive_int, default=s)
-    g.add_argument("--channels", type=_positive_int, default=s)
+    g.add_argument("--channels", type=_non_negative_int, default=s,
+                   help="1 or 3; default (0): the data's (3 for a folder of colour images)")
+    g.add_argument("--g-width", type=_positive_int, default=s, metavar="N",
+                   help="dcgan: G's channels at half the image size, doubling as the maps halve (default 64)")
+    g.add_argument("--d-width", type=_positive_int, default=s, metavar="N",
+                   help="dcgan: D's channels after its first layer, doubling as the maps halve (default 64)")
     g.add_argument("--latent-dim", type=_positive_int, default=s)
     g.add_argument("--batch-size", type=_positive_int, default=s)
     g.add_argument("--lr-d", type=_positive_float, default=s, help="discriminator learning rate")
@@ -122,7 +129,7 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=s,
                    help="under torchrun on GPUs: G's batch norm uses the statistics of the global batch "
                         "(default: each process's own)")
-    g.add_argument("--reuse-fake", action="store_true", default=s,
+    g.add_argument("--reuse-fake", action=argparse.BooleanOptionalAction, default=s,
                    help="the G step reuses the D step's generated batch: one generator forward per step")
     g.add_argument("--lr-scaling", choices=LR_SCALINGS, default=s,
                    help="for large batches: scale both learning rates by batch/32 (linear) or its root (sqrt)")
@@ -175,7 +182,8 @@ def _add_classifier(sub: Any) -> None:
                                                    "or torchvision:<Name>")
     t.add_argument("--download", action="store_true", help="let torchvision:<Name> download")
     t.add_argument("--out", required=True, metavar="FILE.pt", help="where to write the weights (never overwritten)")
-    t.add_argument("--channels", type=_positive_int, default=1)
+    t.add_argument("--channels", type=_non_negative_int, default=0,
+                   help="1 or 3; default (0): the data's (3 for a folder of colour images)")
     t.add_argument("--image-size", type=_positive_int, default=28)
     t.add_argument("--epochs", type=_positive_int, default=4)
     t.add_argument("--batch-size", type=_positive_int, default=128)

@@ -13,7 +13,8 @@ from typing import Any
 from .errors import UserError
 
 # The names of the choices; the modules that implement them are keyed by these names.
-ARCHITECTURES = ("tutorial",)  # networks.ARCHITECTURES
+ARCHITECTURES = ("tutorial", "dcgan")  # networks.ARCHITECTURES
+DCGAN_SIZES = (32, 64, 128, 256)  # the image sizes of the dcgan architecture
 LOSSES = ("bce", "hinge", "lsgan")  # training.losses
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -29,10 +30,12 @@ class TrainConfig:
     data: str = "mnist"
     download: bool = False
     image_size: int = 28
-    channels: int = 1
+    channels: int = 0  # 0: from the data (1 for greyscale sources, 3 for a folder of colour images)
     # model
-    arch: str = "tutorial"  # the network family (networks/): the tutorial's
+    arch: str = "tutorial"  # the network family (networks/): the tutorial's, or Radford et al.'s dcgan
     latent_dim: int = 16
+    g_width: int = 64  # dcgan: G's channels at half the image size (doubling as the maps halve)
+    d_width: int = 64  # dcgan: D's channels after its first layer
     # optimisation (the tutorial's values)
     batch_size: int = 32
     lr_d: float = 1e-3
@@ -78,8 +81,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise UserError naming the option at fault when a value is out of range."""
-        positive = ("image_size", "channels", "latent_dim", "batch_size", "log_every", "keep_checkpoints",
-                    "grid_size", "eval_samples", "d_steps")
+        positive = ("image_size", "latent_dim", "batch_size", "log_every", "keep_checkpoints",
+                    "grid_size", "eval_samples", "d_steps", "g_width", "d_width")
         non_negative = ("epochs", "steps", "sample_every", "checkpoint_every", "time_limit", "seed", "eval_every",
                         "num_classes", "clusters", "mode_seeking")
         for name in positive:
@@ -111,10 +114,16 @@ class TrainConfig:
             raise UserError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.epochs == 0 and self.steps == 0 and self.time_limit == 0:
             raise UserError("--epochs and --steps are both 0 and there is no --time-limit: nothing to train")
-        if self.image_size % 4:
+        if self.arch == "dcgan" and self.image_size not in DCGAN_SIZES:
+            raise UserError(f"--image-size {self.image_size}: the dcgan architecture makes images of "
+                            f"{', '.join(map(str, DCGAN_SIZES))} pixels")
+        if self.arch == "tutorial" and self.image_size % 4:
             raise UserError(f"--image-size must be a multiple of 4, got {self.image_size}")
-        if self.channels not in (1, 3):
-            raise UserError(f"--channels must be 1 or 3, got {self.channels}")
+        if self.arch == "tutorial" and (self.g_width, self.d_width) != (64, 64):
+            raise UserError("--g-width and --d-width set the dcgan architecture's widths; the tutorial's are "
+                            "fixed (add --arch dcgan)")
+        if self.channels not in (0, 1, 3):
+            raise UserError(f"--channels must be 1 or 3 (or 0: from the data), got {self.channels}")
         if self.batch_size < 2:
             raise UserError(f"--batch-size must be at least 2 (batch norm needs 2 samples), got {self.batch_size}")
         if self.device not in DEVICES:
@@ -144,6 +153,10 @@ TUTORIAL = dict(latent_dim=16, batch_size=32, lr_d=1e-3, lr_g=2e-4, beta1=0.5, b
 # `default` and `conditional` are the best recipes measured so far (docs/quality.md has the numbers).
 PRESETS: dict[str, dict[str, Any]] = {
     "tutorial": TUTORIAL,
+    # Radford et al.'s architecture and recipe, as the reference PyTorch DCGAN example runs it (whose
+    # G step reuses the D step's generated batch)
+    "dcgan": {**TUTORIAL, "arch": "dcgan", "image_size": 64, "latent_dim": 100, "batch_size": 128, "lr_d": 2e-4,
+              "lr_g": 2e-4, "reuse_fake": True},
     "default": {**TUTORIAL, "ema_decay": 0.999, "clusters": 50, "mode_seeking": 1.0},
     "conditional": {**TUTORIAL, "ema_decay": 0.999, "conditional": True},
 }
@@ -195,8 +208,12 @@ def resolve_config(file_values: dict[str, Any] | None = None, flag_values: dict[
     chosen = file_values.keys() | flag_values.keys()
     if until_time_limit(chosen):
         merged.update(epochs=0, steps=0)
+    if merged.get("arch") == "dcgan" and "image_size" not in merged:
+        merged["image_size"] = 64  # the architecture's own size; the tutorial's 28 is not one of its sizes
     if merged.get("conditional") and "clusters" not in chosen:
         merged["clusters"] = 0  # the data's labels take the place of the preset's clusters
+    if merged.get("reuse_fake") and merged.get("mode_seeking") and "reuse_fake" not in chosen:
+        merged["reuse_fake"] = False  # the preset's one-batch step gives way to the mode-seeking term asked for
     if merged.get("reuse_fake") and merged.get("mode_seeking") and "mode_seeking" not in chosen:
         raise UserError(f"--reuse-fake: the {preset} preset's mode-seeking term compares two generated batches; "
                         f"add --mode-seeking 0 to use one batch")

@@ -6,8 +6,11 @@ one subfolder per class, or `torchvision:<Name>` (with `--download`).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import gzip
 import hashlib
+import multiprocessing
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from .errors import UserError
 from .files import atomic_write
 
+PARALLEL_DECODE_FROM = 2000  # images: smaller folders decode in this process (a pool costs more than it saves)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 IDX_PREFIX = {"train": "train", "test": "t10k"}
 IDX_TYPES = {0x08: np.uint8}
@@ -36,6 +40,7 @@ class ImageData:
     labels: torch.Tensor
     classes: tuple[str, ...]
     source: str
+    mapped: bool = False  # `images` is a memory-mapped file: batches are gathered from it, not copied whole
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -129,7 +134,7 @@ def _list_image_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
 
 
 def _folder_key(root: Path, files: list[tuple[Path, int]], channels: int, size: int) -> str:
-    digest = hashlib.sha256(f"v1 {channels} {size}".encode())
+    digest = hashlib.sha256(f"v2 {channels} {size}".encode())  # v2: centre-cropped, memory-mapped
     for path, label in files:
         stat = path.stat()
         digest.update(f"{path.relative_to(root)}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
@@ -137,44 +142,97 @@ def _folder_key(root: Path, files: list[tuple[Path, int]], channels: int, size: 
 
 
 def _decode(path: Path, channels: int, size: int) -> np.ndarray:
+    """One image as uint8 (C, size, size): converted, its shorter side resized to `size`, centre-cropped."""
     try:
         with Image.open(path) as image:
             image = image.convert("L" if channels == 1 else "RGB")
             if image.size != (size, size):
-                image = image.resize((size, size), Image.Resampling.BILINEAR)
+                image = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise UserError(f"cannot read image {path}: {exc}") from None
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
-def load_image_folder(root: str | Path, channels: int, image_size: int, use_cache: bool = True) -> ImageData:
-    """Decode `root/<class>/<image>` into memory; the result is cached, keyed by the folder's contents."""
+def _decode_task(task: tuple[Path, int, int]) -> np.ndarray:
+    return _decode(*task)
+
+
+def folder_channels(files: list[tuple[Path, int]], *, probes: int = 64) -> int:
+    """3 when any of up to `probes` images spread over the folder has colour, else 1 (RGB files of grey
+    pictures count as grey)."""
+    for path, _ in files[:: max(1, len(files) // probes)]:
+        try:
+            with Image.open(path) as image:
+                if image.mode in ("1", "L", "LA", "I", "I;16", "F"):
+                    continue
+                small = np.asarray(image.convert("RGB").resize((32, 32)), dtype=np.int16)
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise UserError(f"cannot read image {path}: {exc}") from None
+        if np.abs(small - small.mean(axis=2, keepdims=True)).max() > 2:
+            return 3
+    return 1
+
+
+def load_image_folder(root: str | Path, channels: int, image_size: int, use_cache: bool = True,
+                      workers: int | None = None) -> ImageData:
+    """Decode `root/<class>/<image>` once into a cache file, which is memory-mapped rather than read.
+
+    The cache (`cache_dir()/image_folders`) is keyed by the folder's file names, sizes and times,
+    the channels and the size; training gathers its batches from the mapped file by index, so a
+    folder larger than memory trains with bounded resident memory. Large folders are decoded by
+    `workers` processes (default: every core) with a progress bar. `channels` 0 takes the folder's
+    (see `folder_channels`).
+    """
     root = Path(root)
     classes, files = _list_image_folder(root)
-    cache_file = cache_dir() / "image_folders" / f"{_folder_key(root, files, channels, image_size)}.pt"
-    if use_cache and cache_file.is_file():
-        try:
-            cached = torch.load(cache_file, weights_only=True)
-            return ImageData(cached["images"], cached["labels"], tuple(classes), str(root))
-        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
-            pass
-    images = np.stack([_decode(path, channels, image_size)
-                       for path, _ in tqdm(files, desc=f"decoding {root.name}", unit="img", leave=False,
-                                           disable=len(files) < 2000)])
+    channels = channels or folder_channels(files)
     labels = torch.tensor([label for _, label in files], dtype=torch.int64)
-    data = ImageData(torch.from_numpy(images), labels, tuple(classes), str(root))
-    if use_cache:
-        _write_cache(cache_file, {"images": data.images, "labels": labels})
-    return data
+    if not use_cache:
+        images = np.stack([_decode(path, channels, image_size) for path, _ in files])
+        return ImageData(torch.from_numpy(images), labels, tuple(classes), str(root))
+    cache_file = cache_dir() / "image_folders" / f"{_folder_key(root, files, channels, image_size)}.npy"
+    images = _read_cache(cache_file, (len(files), channels, image_size, image_size))
+    if images is None:
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(cache_file, lambda tmp: _decode_into(tmp, files, channels, image_size, root.name, workers))
+        except OSError as exc:
+            raise UserError(f"cannot write the decoded-image cache {cache_file} ({exc.strerror or exc}); "
+                            f"set DCGAN_CACHE_DIR to a writable folder with room for it") from None
+        images = _read_cache(cache_file, (len(files), channels, image_size, image_size))
+    return ImageData(images, labels, tuple(classes), str(root), mapped=True)
 
 
-def _write_cache(path: Path, payload: dict) -> None:
+def _read_cache(path: Path, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """The cached images, memory-mapped (copy-on-write, so nothing is ever written back); None if unusable."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: torch.save(payload, tmp))
-    except OSError:
-        pass  # the cache is an optimisation: an unwritable cache directory is not an error
+        array = np.load(path, mmap_mode="c")
+    except (OSError, ValueError, EOFError):
+        return None  # missing or damaged: decoded again, never trusted
+    if array.shape != shape or array.dtype != np.uint8:
+        return None
+    return torch.from_numpy(array)
+
+
+def _decode_into(path: Path, files: list[tuple[Path, int]], channels: int, size: int, name: str,
+                 workers: int | None) -> None:
+    """Decode every image into a new .npy file at `path`, in order, with several processes for large folders."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(files), channels, size, size))
+    tasks = [(file, channels, size) for file, _ in files]
+    workers = min(workers or os.cpu_count() or 1, 16) if len(files) >= PARALLEL_DECODE_FROM else 1
+    bar = tqdm(total=len(files), desc=f"decoding {name}", unit="img", leave=False, disable=len(files) < 2000)
+    with contextlib.ExitStack() as stack:
+        decoded = map(_decode_task, tasks)
+        if workers > 1:
+            pool = stack.enter_context(multiprocessing.get_context().Pool(workers))
+            decoded = pool.imap(_decode_task, tasks, chunksize=64)
+        for index, image in enumerate(decoded):
+            out[index] = image
+            bar.update(1)
+    bar.close()
+    out.flush()
+    del out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,7 +281,7 @@ def conform(images: torch.Tensor, channels: int, image_size: int) -> torch.Tenso
 
 def load_data(spec: str, *, split: str = "train", channels: int = 1, image_size: int = 28,
               download: bool = False) -> ImageData:
-    """Load a dataset named by `--data` and conform it to the model's channels and size."""
+    """Load a dataset named by `--data` and conform it to the model's channels (0: the data's own) and size."""
     if spec == "mnist":
         data = load_idx_dir(bundled_mnist_dir(), split)
     elif spec.startswith("torchvision:"):
@@ -241,8 +299,8 @@ def load_data(spec: str, *, split: str = "train", channels: int = 1, image_size:
             data = load_idx_dir(path, split)
         else:
             data = load_image_folder(path, channels, image_size)
-    images = conform(data.images, channels, image_size)
-    return ImageData(images, data.labels, data.classes, data.source)
+    images = conform(data.images, channels or data.images.shape[1], image_size)
+    return dataclasses.replace(data, images=images)
 
 
 class ShuffledBatches:
@@ -256,7 +314,9 @@ class ShuffledBatches:
 
     def __init__(self, data: ImageData, *, batch_size: int, seed: int, device: torch.device, rank: int = 0,
                  world_size: int = 1) -> None:
-        self.images = data.images.to(device)
+        # A memory-mapped set stays in its file (on the host); each batch is gathered, then moved.
+        self.host = data.mapped and device.type != "cpu"
+        self.images = data.images if self.host else data.images.to(device)
         self.labels = data.labels.to(device)
         self.batch_size = batch_size
         self.seed = seed
@@ -282,7 +342,8 @@ class ShuffledBatches:
         order = self.order(epoch)
         for b in range(start_batch, self.batches_per_epoch):
             index = self.indices(order, b)
-            yield self.images[index].float().div_(127.5).sub_(1.0), self.labels[index]
+            images = self.images[index.cpu()].to(self.device, non_blocking=True) if self.host else self.images[index]
+            yield images.float().div_(127.5).sub_(1.0), self.labels[index]
 
 
 def export_png(data_dir: Path, out: str | Path) -> int:

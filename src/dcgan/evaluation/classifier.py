@@ -215,6 +215,7 @@ def train_test_data(spec: str, *, channels: int, image_size: int, download: bool
                     holdout: float = 0.1) -> tuple[ImageData, ImageData]:
     """The training set and a test set: the dataset's own test split, or a seeded hold-out of 10%."""
     train = load_data(spec, split="train", channels=channels, image_size=image_size, download=download)
+    channels = train.images.shape[1]  # 0 asked for the data's own
     if _has_test_split(spec):
         test = load_data(spec, split="test", channels=channels, image_size=image_size, download=download)
         return train, test

@@ -71,9 +71,10 @@ def feature_network_for(config: TrainConfig, device: torch.device | str = "cpu")
     """The `--eval-classifier` of a training config (bundled MNIST by default), checked against its images."""
     classifier = load_classifier(config.eval_classifier or None, device=device)
     info = classifier.info
-    if info.input_shape != (config.channels, config.image_size, config.image_size):
+    channels = config.channels or info.channels  # 0: the data's, known once it is loaded (checked again then)
+    if info.input_shape != (channels, config.image_size, config.image_size):
         raise UserError(f"--eval-every: the feature network {Path(info.source).name} takes {info.describe_shape()} "
-                        f"images, but this run makes {config.channels}x{config.image_size}x{config.image_size}; "
+                        f"images, but this run makes {channels}x{config.image_size}x{config.image_size}; "
                         f"train one with `dcgan classifier train --data {config.data}` and pass --eval-classifier")
     if config.eval_samples < MIN_SAMPLES:
         raise UserError(f"--eval-samples {config.eval_samples}: at least {MIN_SAMPLES} are needed")

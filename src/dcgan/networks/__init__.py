@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from torch import nn
 
 from ..config import TrainConfig
+from .dcgan import DCGANDiscriminator, DCGANGenerator
 from .labelled import ClusterGenerator, ConditionalGenerator, ProjectionDiscriminator
 from .tutorial import TutorialDiscriminator, TutorialGenerator
 
@@ -28,23 +30,25 @@ from .tutorial import TutorialDiscriminator, TutorialGenerator
 class Architecture:
     """An unconditional generator (latent_dim, channels, image_size) and discriminator (channels, image_size).
 
-    The discriminator has `features` (images -> (B, F)) and `classify` (a Linear(F, 1)), which a
-    projection discriminator reuses.
+    The discriminator has `features` (images -> (B, feature_dim)) and `classify` ((B, feature_dim)
+    -> one logit), which a projection discriminator reuses.
     """
 
     generator: Callable[..., nn.Module]
     discriminator: Callable[..., nn.Module]
 
 
-# The names are config.ARCHITECTURES (the --arch choices).
-ARCHITECTURES: dict[str, Architecture] = {
-    "tutorial": Architecture(TutorialGenerator, TutorialDiscriminator),
+# The names are config.ARCHITECTURES (the --arch choices); each entry makes the pair for a config.
+ARCHITECTURES: dict[str, Callable[[TrainConfig], Architecture]] = {
+    "tutorial": lambda config: Architecture(TutorialGenerator, TutorialDiscriminator),
+    "dcgan": lambda config: Architecture(partial(DCGANGenerator, width=config.g_width),
+                                         partial(DCGANDiscriminator, width=config.d_width)),
 }
 
 
 def build_generator(config: TrainConfig) -> nn.Module:
     """The generator that a config describes: unconditional, class-conditional or cluster-conditional."""
-    arch = ARCHITECTURES[config.arch]
+    arch = ARCHITECTURES[config.arch](config)
     shape = dict(channels=config.channels, image_size=config.image_size)
     if config.clusters:
         return ClusterGenerator(arch.generator, latent_dim=config.latent_dim, num_clusters=config.clusters, **shape)
@@ -56,7 +60,8 @@ def build_generator(config: TrainConfig) -> nn.Module:
 
 def build_discriminator(config: TrainConfig) -> nn.Module:
     """The discriminator that a config describes (a projection one for labels; spectrally normalised when asked)."""
-    discriminator = ARCHITECTURES[config.arch].discriminator(channels=config.channels, image_size=config.image_size)
+    discriminator = ARCHITECTURES[config.arch](config).discriminator(channels=config.channels,
+                                                                     image_size=config.image_size)
     if config.conditional or config.clusters:
         discriminator = ProjectionDiscriminator(discriminator, num_classes=config.num_classes or config.clusters)
     return with_spectral_norm(discriminator) if config.spectral_norm else discriminator

@@ -74,7 +74,7 @@ class ProjectionDiscriminator(nn.Module):
     """(images (B, C, H, W), labels (B,)) -> logit (B, 1): ψ(φ(x)) + ⟨embed(y), φ(x)⟩.
 
     `base` is an architecture's unconditional discriminator; its `features` (φ, to (B, F)) and
-    `classify` (ψ, a Linear(F, 1)) become this one's.
+    `classify` (ψ, from (B, F) to one logit) become this one's.
     """
 
     def __init__(self, base: nn.Module, *, num_classes: int = 10) -> None:
@@ -82,7 +82,8 @@ class ProjectionDiscriminator(nn.Module):
         self.num_classes = num_classes
         self.features = base.features  # (B, 128*7*7): two strided convolutions, flattened
         self.classify = base.classify  # (B, 1)
-        self.embed = nn.Embedding(num_classes, base.classify.in_features)  # (B, 128*7*7)
+        self.feature_dim = base.feature_dim
+        self.embed = nn.Embedding(num_classes, base.feature_dim)  # (B, 128*7*7)
         # nn.Embedding's N(0, 1) start gives class weights ~140x the scale of the linear layer's over
         # 6,272 features, so the class term would dominate D from the first step; Xavier's keeps them comparable.
         nn.init.xavier_uniform_(self.embed.weight)

@@ -68,7 +68,8 @@ class TutorialDiscriminator(nn.Module):
             nn.Dropout2d(0.3),
             nn.Flatten(),  # (B, 128*7*7)
         )
-        self.classify = nn.Linear(128 * base**2, 1)  # (B, 1)
+        self.feature_dim = 128 * base**2
+        self.classify = nn.Linear(self.feature_dim, 1)  # (B, 1)
         self.output = nn.Sigmoid()
 
     def logits(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

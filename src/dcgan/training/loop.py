@@ -101,11 +101,16 @@ def set_up(config: TrainConfig, run: RunDirectory, device: torch.device, *, resu
                         "its own batch statistics: drop --sync-bn")
     seed_everything(config.seed)
     data = load_data(config.data, channels=config.channels, image_size=config.image_size, download=config.download)
+    log = to_stderr if world.is_main else lambda _: None
+    if not config.channels:  # from the data
+        config = config.replace(channels=data.images.shape[1])
+        log(f"channels: {config.channels} ({data.source} is {'in colour' if config.channels == 3 else 'greyscale'}; "
+            f"--channels converts)")
     last = str(run.checkpoints / "last.pt")
     if resume is not None:
         check_same_data(resume, len(data), last)
     config = with_classes(config, len(data.classes), data.source)
-    config, data, prior = with_clusters(config, data, log=to_stderr if world.is_main else lambda _: None)
+    config, data, prior = with_clusters(config, data, log=log)
     batches = ShuffledBatches(data, batch_size=config.batch_size, seed=config.seed, device=device, rank=world.rank,
                               world_size=world.size)
     goal = total_steps(config, batches.batches_per_epoch)

@@ -177,7 +177,7 @@ class TrainingStep:
         """One Adam step on D; returns (d_loss, mean D(x), mean D(G(z))), still on the device.
 
         L_D = ½ [BCE(D(x), 1) + BCE(D(G(z)), 0)] for the tutorial's loss. Real and generated images
-        go through D as one batch: D has no batch norm, so this is the same loss in one pass instead of two.
+        go through D as one batch, which `Logits` splits into two passes when D has batch norm.
         """
         opt_d = self.gan.opt_d
         opt_d.zero_grad(set_to_none=True)
@@ -208,7 +208,8 @@ class TrainingStep:
         finally:
             gan.discriminator.requires_grad_(True)
         gan.opt_g.step()
-        broadcast_buffers(self.world, gan.generator)
+        for network in (gan.generator, gan.discriminator):  # batch norm's running statistics, from rank 0
+            broadcast_buffers(self.world, network)
         if gan.ema is not None:
             gan.ema.update(gan.generator)
         return g_loss.detach()
@@ -222,14 +223,24 @@ class TrainingStep:
 
 
 class Logits(nn.Module):
-    """A discriminator's logits as a module's forward (DistributedDataParallel wraps `forward` alone)."""
+    """A discriminator's logits of the D step's batch, real then generated images, as a module's
+    forward (DistributedDataParallel wraps `forward` alone).
+
+    A discriminator without batch norm takes both halves in one pass (the same result, cheaper);
+    one with batch norm takes each half in its own pass, so each is normalised by its own
+    statistics, as in the DCGAN paper.
+    """
 
     def __init__(self, discriminator: nn.Module) -> None:
         super().__init__()
         self.discriminator = discriminator
+        self.separate = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules())
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.discriminator.logits(images, labels)
+        if not self.separate:
+            return self.discriminator.logits(images, labels)
+        halves = zip(images.chunk(2), (None, None) if labels is None else labels.chunk(2))
+        return torch.cat([self.discriminator.logits(half, half_labels) for half, half_labels in halves])
 
 
 def mode_seeking_loss(fake: torch.Tensor, anchor: torch.Tensor, noise: torch.Tensor, anchor_noise: torch.Tensor

@@ -1,0 +1,110 @@
+"""The DCGAN architecture of Radford et al. (2015), as the reference PyTorch DCGAN example builds it.
+
+G: the noise as a 1x1 map, a 4x4 transposed convolution to 4x4, then 4x4 stride-2 transposed
+convolutions doubling the size up to the image, batch norm and ReLU after each but the last,
+Tanh out. D: 4x4 stride-2 convolutions halving the size down to 4x4, LeakyReLU 0.2, batch norm
+after each but the first, then a 4x4 convolution to one logit. Weights start from N(0, 0.02),
+batch-norm scales from N(1, 0.02). Shapes are written for 64x64 and width 64; the widths double
+as the maps halve, up to 16 times the base width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..config import DCGAN_SIZES
+from .tutorial import refuse_labels
+
+MAX_WIDTH_FACTOR = 16
+
+
+def width_at(size: int, image_size: int, base_width: int) -> int:
+    """Channels of the maps of side `size`: `base_width` at half the image size, doubling as the maps halve."""
+    return base_width * min(MAX_WIDTH_FACTOR, image_size // (2 * size))
+
+
+def check_size(image_size: int) -> None:
+    if image_size not in DCGAN_SIZES:
+        raise ValueError(f"the dcgan architecture makes images of {', '.join(map(str, DCGAN_SIZES))} pixels, "
+                         f"not {image_size}")
+
+
+class DCGANGenerator(nn.Module):
+    """Noise (B, latent_dim) -> images (B, channels, image_size, image_size) in [-1, 1]."""
+
+    conditioning = "none"
+    num_classes = 0
+
+    def __init__(self, *, latent_dim: int = 100, channels: int = 3, image_size: int = 64, width: int = 64) -> None:
+        super().__init__()
+        check_size(image_size)
+        self.latent_dim = latent_dim
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(latent_dim, width_at(4, image_size, width), 4, 1, 0, bias=False),  # (B, 512, 4, 4)
+            nn.BatchNorm2d(width_at(4, image_size, width)),
+            nn.ReLU(True),
+        ]
+        for size in (4 * 2**i for i in range(int(math.log2(image_size // 8)))):  # 4, 8, 16 for 64x64
+            c_in, c_out = width_at(size, image_size, width), width_at(2 * size, image_size, width)
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),  # (B, 256, 8, 8) ... (B, 64, 32, 32)
+                       nn.BatchNorm2d(c_out), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(width_at(image_size // 2, image_size, width), channels, 4, 2, 1, bias=False),
+                   nn.Tanh()]  # (B, C, 64, 64)
+        self.main = nn.Sequential(*layers)
+        initialise(self)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        refuse_labels(labels)
+        return self.main(z.view(z.shape[0], -1, 1, 1))  # (B, latent_dim, 1, 1) -> (B, C, 64, 64)
+
+    def sample_labels(self, num: int, *, seed: int) -> None:
+        """An unconditional generator takes no labels."""
+        return None
+
+
+class DCGANDiscriminator(nn.Module):
+    """Images (B, channels, image_size, image_size) -> probability of being real, (B, 1).
+
+    `features` ends at the 4x4 maps (flattened); `classify` is the final 4x4 convolution to one logit.
+    """
+
+    def __init__(self, *, channels: int = 3, image_size: int = 64, width: int = 64) -> None:
+        super().__init__()
+        check_size(image_size)
+        size = image_size // 2
+        layers: list[nn.Module] = [nn.Conv2d(channels, width_at(size, image_size, width), 4, 2, 1, bias=False),
+                                   nn.LeakyReLU(0.2, inplace=True)]  # (B, 64, 32, 32)
+        while size > 4:
+            c_in, c_out = width_at(size, image_size, width), width_at(size // 2, image_size, width)
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False),  # (B, 128, 16, 16) ... (B, 512, 4, 4)
+                       nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True)]
+            size //= 2
+        layers.append(nn.Flatten())  # (B, 512*4*4)
+        self.features = nn.Sequential(*layers)
+        top = width_at(4, image_size, width)
+        self.feature_dim = top * 16
+        self.classify = nn.Sequential(nn.Unflatten(1, (top, 4, 4)), nn.Conv2d(top, 1, 4, 1, 0, bias=False),
+                                      nn.Flatten())  # (B, 1)
+        initialise(self)
+
+    def logits(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Pre-sigmoid scores, (B, 1)."""
+        refuse_labels(labels)
+        return self.classify(self.features(x))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.sigmoid(self.logits(x, labels))
+
+
+@torch.no_grad()
+def initialise(module: nn.Module) -> None:
+    """The DCGAN paper's start: convolutions from N(0, 0.02), batch-norm scales from N(1, 0.02), shifts 0."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(layer.weight, 0.0, 0.02)
+        elif isinstance(layer, nn.BatchNorm2d):
+            nn.init.normal_(layer.weight, 1.0, 0.02)
+            nn.init.zeros_(layer.bias)
