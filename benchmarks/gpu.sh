@@ -52,5 +52,22 @@ result = {"global_batch": 256, "images_per_s_by_gpus": speeds,
 print(result)
 open(out, "w").write(json.dumps(result, indent=2) + "\n")
 PY
+
+# 4. The dcgan preset (64x64 colour, batch 128) on a synthetic folder of 6,000 colour images, per precision.
+python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from throughput_dcgan import make_folder; \
+make_folder(__import__('pathlib').Path('$tmp/colour'), 6000, 80, 64)"
+for precision in fp32 bf16; do
+  DCGAN_CACHE_DIR="$tmp/cache" python3 -m dcgan train --preset dcgan --data "$tmp/colour" --steps 300 --device cuda \
+      --precision "$precision" --quiet --sample-every 0 --checkpoint-every 0 --out "$tmp/dcgan-$precision" \
+      | tee "$tmp/dcgan-$precision.txt"
+done
+python3 - "$tmp" "$results/gpu_dcgan.json" <<'PY'
+import json, re, sys
+tmp, out = sys.argv[1], sys.argv[2]
+result = {p: float(re.search(r"images_per_s=([\d.]+)", open(f"{tmp}/dcgan-{p}.txt").read()).group(1))
+          for p in ("fp32", "bf16")}
+print({"dcgan_preset_images_per_s": result})
+open(out, "w").write(json.dumps({"dcgan_preset_images_per_s": result, "steps": 300}, indent=2) + "\n")
+PY
 rm -rf "$tmp"
 if [[ -n "${OUT:-}" ]]; then cp "$results"/gpu_*.json "$OUT"/; fi

@@ -165,6 +165,17 @@ def test_other_sizes_are_resized_and_centre_cropped(tmp_path: Path) -> None:
     assert image[1, :, 1:7].min() > 200 and image[0].max() < 60 and image[2].max() < 60  # the green centre only
 
 
+def test_transparent_pictures_are_laid_on_white(tmp_path: Path) -> None:
+    folder = tmp_path / "icons" / "a"
+    folder.mkdir(parents=True)
+    icon = np.zeros((8, 8, 4), np.uint8)  # transparent black, with an opaque red square in the middle
+    icon[2:6, 2:6] = (255, 0, 0, 255)
+    Image.fromarray(icon, "RGBA").save(folder / "1.png")
+    image = load_data(str(tmp_path / "icons"), channels=0, image_size=8).images[0]
+    assert image.shape == (3, 8, 8)
+    assert image[:, 0, 0].tolist() == [255, 255, 255] and image[:, 3, 3].tolist() == [255, 0, 0]
+
+
 def test_training_a_dcgan_on_a_colour_folder_end_to_end(run_cli, tmp_path: Path) -> None:
     colour = colour_folder(tmp_path / "photos")
     run = tmp_path / "run"

@@ -142,16 +142,25 @@ def _folder_key(root: Path, files: list[tuple[Path, int]], channels: int, size: 
 
 
 def _decode(path: Path, channels: int, size: int) -> np.ndarray:
-    """One image as uint8 (C, size, size): converted, its shorter side resized to `size`, centre-cropped."""
+    """One image as uint8 (C, size, size): laid on white if transparent, converted, its shorter side resized
+    to `size`, centre-cropped."""
     try:
         with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
+            image = _opaque(image).convert("L" if channels == 1 else "RGB")
             if image.size != (size, size):
                 image = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise UserError(f"cannot read image {path}: {exc}") from None
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def _opaque(image: Image.Image) -> Image.Image:
+    """A picture with transparency (icons, cut-outs) laid on white, as a viewer shows it; others unchanged."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image
 
 
 def _decode_task(task: tuple[Path, int, int]) -> np.ndarray:
@@ -166,7 +175,7 @@ def folder_channels(files: list[tuple[Path, int]], *, probes: int = 64) -> int:
             with Image.open(path) as image:
                 if image.mode in ("1", "L", "LA", "I", "I;16", "F"):
                     continue
-                small = np.asarray(image.convert("RGB").resize((32, 32)), dtype=np.int16)
+                small = np.asarray(_opaque(image).convert("RGB").resize((32, 32)), dtype=np.int16)
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise UserError(f"cannot read image {path}: {exc}") from None
         if np.abs(small - small.mean(axis=2, keepdims=True)).max() > 2:
