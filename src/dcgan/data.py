@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import gzip
 import hashlib
+import mmap
 import multiprocessing
 import os
 from collections.abc import Iterator
@@ -221,6 +222,8 @@ def _read_cache(path: Path, shape: tuple[int, ...]) -> torch.Tensor | None:
         return None  # missing or damaged: decoded again, never trusted
     if array.shape != shape or array.dtype != np.uint8:
         return None
+    if hasattr(mmap, "MADV_RANDOM"):  # batches are random rows: no read-ahead of their neighbours
+        array._mmap.madvise(mmap.MADV_RANDOM)
     return torch.from_numpy(array)
 
 
@@ -234,7 +237,8 @@ def _decode_into(path: Path, files: list[tuple[Path, int]], channels: int, size:
     with contextlib.ExitStack() as stack:
         decoded = map(_decode_task, tasks)
         if workers > 1:
-            pool = stack.enter_context(multiprocessing.get_context().Pool(workers))
+            # spawned, not forked: a fork copies locks that the parent's other threads may hold
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers))
             decoded = pool.imap(_decode_task, tasks, chunksize=64)
         for index, image in enumerate(decoded):
             out[index] = image

@@ -49,7 +49,7 @@ ARCHITECTURES: dict[str, Callable[[TrainConfig], Architecture]] = {
 def build_generator(config: TrainConfig) -> nn.Module:
     """The generator that a config describes: unconditional, class-conditional or cluster-conditional."""
     arch = ARCHITECTURES[config.arch](config)
-    shape = dict(channels=config.channels, image_size=config.image_size)
+    shape = dict(channels=channels_of(config), image_size=config.image_size)
     if config.clusters:
         return ClusterGenerator(arch.generator, latent_dim=config.latent_dim, num_clusters=config.clusters, **shape)
     if config.conditional:
@@ -60,11 +60,16 @@ def build_generator(config: TrainConfig) -> nn.Module:
 
 def build_discriminator(config: TrainConfig) -> nn.Module:
     """The discriminator that a config describes (a projection one for labels; spectrally normalised when asked)."""
-    discriminator = ARCHITECTURES[config.arch](config).discriminator(channels=config.channels,
+    discriminator = ARCHITECTURES[config.arch](config).discriminator(channels=channels_of(config),
                                                                      image_size=config.image_size)
     if config.conditional or config.clusters:
         discriminator = ProjectionDiscriminator(discriminator, num_classes=config.num_classes or config.clusters)
     return with_spectral_norm(discriminator) if config.spectral_norm else discriminator
+
+
+def channels_of(config: TrainConfig) -> int:
+    """The image channels: the config's, or 1 when it leaves them to data that is not there (0)."""
+    return config.channels or 1
 
 
 def with_spectral_norm(module: nn.Module) -> nn.Module:

@@ -102,10 +102,11 @@ def set_up(config: TrainConfig, run: RunDirectory, device: torch.device, *, resu
     seed_everything(config.seed)
     data = load_data(config.data, channels=config.channels, image_size=config.image_size, download=config.download)
     log = to_stderr if world.is_main else lambda _: None
-    if not config.channels:  # from the data
+    if not config.channels:  # from the data; said for image folders, where it is a finding
         config = config.replace(channels=data.images.shape[1])
-        log(f"channels: {config.channels} ({data.source} is {'in colour' if config.channels == 3 else 'greyscale'}; "
-            f"--channels converts)")
+        if data.mapped:
+            log(f"channels: {config.channels} ({data.source} is {'in colour' if config.channels == 3 else 'greyscale'}; "
+                f"--channels converts)")
     last = str(run.checkpoints / "last.pt")
     if resume is not None:
         check_same_data(resume, len(data), last)
