@@ -19,7 +19,7 @@ LAYERS = (
     ("data",),
     ("networks", "checkpoint"),
     ("training",),
-    ("sampling", "evaluation"),
+    ("sampling", "evaluation", "api"),
     ("cli", "__main__", "__init__"),
 )
 
