@@ -19,7 +19,7 @@ LAYERS = (
     ("data",),
     ("networks", "checkpoint"),
     ("training",),
-    ("sampling", "evaluation", "api"),
+    ("sampling", "evaluation", "api", "interpolation"),
     ("cli", "__main__", "__init__"),
 )
 

@@ -164,6 +164,26 @@ def _add_generate(sub: Any) -> None:
     p.set_defaults(handler=cmd_generate)
 
 
+def _add_interpolate(sub: Any) -> None:
+    p = sub.add_parser("interpolate", help="a looping walk through latent space, as a GIF or a PNG grid",
+                       description="Spherical interpolation between random anchor points of the noise, back to "
+                                   "the first: a looping GIF with --num walks side by side, or (--out X.png) one "
+                                   "grid with a walk per row.")
+    p.add_argument("--checkpoint", required=True, metavar="CK", help="a checkpoint file or a run directory")
+    p.add_argument("--out", required=True, metavar="FILE", help="walk.gif (animation) or walk.png (grid)")
+    p.add_argument("--frames", type=_positive_int, default=12, help="frames from one anchor to the next (default 12)")
+    p.add_argument("--anchors", type=_positive_int, default=4, help="random points the walk passes (default 4)")
+    p.add_argument("--num", type=_positive_int, default=4, help="walks side by side (default 4)")
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--fps", type=_positive_float, default=12.0, help="GIF frames per second (default 12)")
+    classes = p.add_mutually_exclusive_group()
+    classes.add_argument("--label", metavar="CLASS", help="conditional model: walk within this class")
+    classes.add_argument("--labels", metavar="CLASSES",
+                         help="conditional model: morph from class to class (e.g. 0-9) at fixed noise")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.set_defaults(handler=cmd_interpolate)
+
+
 def _add_data(sub: Any) -> None:
     p = sub.add_parser("data", help="dataset utilities")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
@@ -235,6 +255,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     _add_train(sub)
     _add_generate(sub)
+    _add_interpolate(sub)
     _add_data(sub)
     _add_classifier(sub)
     _add_evaluate(sub)
@@ -357,6 +378,52 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UserError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     print(f"wrote {len(images)} samples to {out}")
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .device import select_device
+    from .images import to_uint8
+    from .interpolation import class_morph, latent_walk, render, save_walk
+    from .sampling import NOT_CLASSES, load_generator, parse_labels
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".gif", ".png"):
+        raise UserError(f"--out {out}: name a .gif (an animation) or a .png (a grid, a walk per row)")
+    _require_new_file(out)
+    if args.anchors < 2:
+        raise UserError(f"--anchors {args.anchors}: a walk needs at least 2 anchor points")
+    device = select_device(args.device)
+    generator, _ = load_generator(args.checkpoint, device)
+    spec, flag = (args.label, "--label") if args.label is not None else (args.labels, "--labels")
+    if spec is not None and generator.conditioning != "classes":
+        raise UserError(f"{flag}: {args.checkpoint} is {NOT_CLASSES[generator.conditioning]}; "
+                        f"train one with --conditional (or --preset conditional)")
+    rng = torch.Generator().manual_seed(args.seed)
+    if args.labels is not None:  # class to class at fixed noise
+        classes = torch.tensor(parse_labels(args.labels, generator.num_classes))
+        if len(classes) < 2:
+            raise UserError(f"--labels {args.labels}: a morph needs at least 2 classes (use --label to walk in one)")
+        noise = torch.randn(args.num, generator.latent_dim, generator=rng).to(device)
+        starts, ends, mix = class_morph(len(classes), args.frames)
+        with torch.no_grad():
+            frames = [to_uint8(generator.morph(noise, classes[a].repeat(args.num).to(device),
+                                               classes[b].repeat(args.num).to(device), float(t)))
+                      for a, b, t in zip(starts, ends, mix)]
+    else:
+        walk = latent_walk(torch.randn(args.anchors, args.num, generator.latent_dim, generator=rng), args.frames)
+        if args.label is not None:
+            labels = torch.full((args.num,), parse_labels(args.label, generator.num_classes, flag="--label")[0])
+        else:
+            labels = generator.sample_labels(args.num, seed=args.seed)  # a class or cluster per walk, if any
+        frames = [render(generator, noise, labels, device) for noise in walk]
+    try:
+        save_walk(frames, out, fps=args.fps)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    print(f"wrote {len(frames)} frames of {args.num} walks to {out}")
     return 0
 
 

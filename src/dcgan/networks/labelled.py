@@ -48,6 +48,12 @@ class ConditionalGenerator(nn.Module):
         joined = torch.cat([z, self.embed(labels.long()).to(z.dtype)], dim=1)  # (B, latent_dim + E)
         return self.body(joined)  # (B, C, 28, 28)
 
+    def morph(self, z: torch.Tensor, start: torch.Tensor, end: torch.Tensor, t: float) -> torch.Tensor:
+        """Images between classes `start` and `end` (B,): their embeddings mixed (1 - t) : t, at fixed noise."""
+        start, end = check_labels(start, self.num_classes), check_labels(end, self.num_classes)
+        embedding = torch.lerp(self.embed(start.long()), self.embed(end.long()), t).to(z.dtype)  # (B, E)
+        return self.body(torch.cat([z, embedding], dim=1))  # (B, C, 28, 28)
+
     def sample_labels(self, num: int, *, seed: int) -> torch.Tensor:
         """Every class in turn, 0, 1, ..., K-1, 0, ...: each equally often (to within one)."""
         return torch.arange(num) % self.num_classes

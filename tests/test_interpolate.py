@@ -1,0 +1,104 @@
+"""Latent walks: spherical interpolation, closed loops, and `dcgan interpolate` writing GIFs and grids."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import TINY
+from dcgan.interpolation import class_morph, latent_walk, slerp
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_slerp_known_answers() -> None:
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    torch.testing.assert_close(slerp(a, b, 0.0), a)
+    torch.testing.assert_close(slerp(a, b, 1.0), b)
+    torch.testing.assert_close(slerp(a, b, 0.5), torch.tensor([1.0, 1.0]) / math.sqrt(2))  # on the circle
+    assert slerp(a * 3, b * 3, 1 / 3).norm().item() == pytest.approx(3.0)
+    torch.testing.assert_close(slerp(a, 2 * a, 0.5), 1.5 * a)  # parallel: a straight line
+
+
+def test_a_walk_passes_every_anchor_and_closes_the_loop() -> None:
+    anchors = torch.randn(3, 2, 5, generator=torch.Generator().manual_seed(0))
+    walk = latent_walk(anchors, 4)
+    assert walk.shape == (12, 2, 5)
+    for index in range(3):
+        torch.testing.assert_close(walk[4 * index], anchors[index])
+    torch.testing.assert_close(slerp(anchors[2], anchors[0], 1.0), walk[0])  # the step after the last is the first
+    assert (walk[-1] - walk[0]).norm() < (anchors[2] - anchors[0]).norm()
+    starts, ends, t = class_morph(3, 2)
+    assert starts.tolist() == [0, 0, 1, 1, 2, 2] and ends.tolist() == [1, 1, 2, 2, 0, 0]
+    assert t.tolist() == [0.0, 0.5] * 3
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory, mnist_subset: dict) -> dict[str, Path]:
+    from conftest import write_idx
+    from dcgan.cli import main
+
+    root = tmp_path_factory.mktemp("walks")
+    data = root / "idx"
+    data.mkdir()
+    write_idx(data / "train-images-idx3-ubyte", mnist_subset["train_images"])
+    write_idx(data / "train-labels-idx1-ubyte", mnist_subset["train_labels"])
+    for name, flags in {"plain": (), "conditional": ("--conditional",)}.items():
+        assert main(["train", "--data", str(data), *TINY, "--batch-size", "16", "--steps", "2", *flags,
+                     "--out", str(root / name)]) == 0
+    return {"plain": root / "plain", "conditional": root / "conditional"}
+
+
+def test_interpolate_writes_a_looping_gif_of_walks_side_by_side(run_cli, tiny_runs, tmp_path: Path) -> None:
+    out = tmp_path / "walk.gif"
+    code, stdout, err = run_cli("interpolate", "--checkpoint", tiny_runs["plain"], "--out", out, "--frames", "5",
+                                "--anchors", "3", "--num", "2", "--fps", "10")
+    assert code == 0, err
+    assert stdout.strip() == f"wrote 15 frames of 2 walks to {out}"
+    with Image.open(out) as gif:
+        assert gif.n_frames == 15 and gif.info["loop"] == 0 and gif.info["duration"] == 100
+        assert gif.size == (2 * (2 * (8 + 2) + 2), 2 * (8 + 2 + 2))  # 2 walks of 8x8 with padding, doubled
+        frames = []
+        for index in (0, 1):
+            gif.seek(index)
+            frames.append(np.asarray(gif.convert("L")))
+    assert not np.array_equal(*frames)  # it moves
+
+
+def test_interpolate_png_is_one_walk_per_row(run_cli, tiny_runs, tmp_path: Path) -> None:
+    code, _, err = run_cli("interpolate", "--checkpoint", tiny_runs["plain"], "--out", tmp_path / "walk.png",
+                           "--frames", "4", "--anchors", "2", "--num", "3")
+    assert code == 0, err
+    assert Image.open(tmp_path / "walk.png").size == (8 * 10 + 2, 3 * 10 + 2)  # 8 frames across, 3 walks down
+
+
+def test_interpolate_within_a_class_and_from_class_to_class(run_cli, tiny_runs, tmp_path: Path) -> None:
+    code, _, err = run_cli("interpolate", "--checkpoint", tiny_runs["conditional"], "--out", tmp_path / "seven.png",
+                           "--label", "7", "--frames", "3", "--anchors", "2", "--num", "1")
+    assert code == 0, err
+    code, stdout, err = run_cli("interpolate", "--checkpoint", tiny_runs["conditional"], "--out",
+                                tmp_path / "morph.gif", "--labels", "0-3", "--frames", "2", "--num", "2")
+    assert code == 0, err
+    assert "wrote 8 frames of 2 walks" in stdout
+    with Image.open(tmp_path / "morph.gif") as gif:
+        assert gif.n_frames == 8
+
+
+@pytest.mark.parametrize(("run", "extra", "message"), [
+    ("plain", ("--label", "3"), "--label: {ck} is an unconditional model"),
+    ("conditional", ("--labels", "4"), "--labels 4: a morph needs at least 2 classes"),
+    ("plain", ("--anchors", "1"), "--anchors 1: a walk needs at least 2 anchor points"),
+])
+def test_interpolate_refuses_bad_options_in_one_line(run_cli, tiny_runs, tmp_path: Path, run: str,
+                                                     extra: tuple[str, ...], message: str) -> None:
+    code, _, err = run_cli("interpolate", "--checkpoint", tiny_runs[run], "--out", tmp_path / "w.gif", *extra)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"dcgan: error: {message.format(ck=tiny_runs[run])}")
+    code, _, err = run_cli("interpolate", "--checkpoint", tiny_runs[run], "--out", tmp_path / "w.mp4")
+    assert code == 2 and "name a .gif" in err
+    assert not (tmp_path / "w.gif").exists()
