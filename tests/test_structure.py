@@ -19,7 +19,7 @@ LAYERS = (
     ("data",),
     ("networks", "checkpoint"),
     ("training",),
-    ("sampling", "evaluation", "api", "interpolation"),
+    ("sampling", "evaluation", "api", "interpolation", "export"),
     ("cli", "__main__", "__init__"),
 )
 

@@ -184,6 +184,17 @@ def _add_interpolate(sub: Any) -> None:
     p.set_defaults(handler=cmd_interpolate)
 
 
+def _add_export(sub: Any) -> None:
+    p = sub.add_parser("export", help="write the generator as ONNX or TorchScript",
+                       description="The sampling generator (EMA weights, batch norm in inference mode) with a "
+                                   "dynamic batch: input z (and labels for labelled models), output images in "
+                                   "[-1, 1]; its sizes and pixel mapping in the file's metadata.")
+    p.add_argument("--checkpoint", required=True, metavar="CK", help="a checkpoint file or a run directory")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--out", required=True, metavar="FILE", help="e.g. generator.onnx or generator.pt (never overwritten)")
+    p.set_defaults(handler=cmd_export)
+
+
 def _add_data(sub: Any) -> None:
     p = sub.add_parser("data", help="dataset utilities")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
@@ -256,6 +267,7 @@ def build_parser() -> Parser:
     _add_train(sub)
     _add_generate(sub)
     _add_interpolate(sub)
+    _add_export(sub)
     _add_data(sub)
     _add_classifier(sub)
     _add_evaluate(sub)
@@ -424,6 +436,21 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UserError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     print(f"wrote {len(frames)} frames of {args.num} walks to {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    out = Path(args.out)
+    _require_new_file(out)
+    try:
+        info = export(args.checkpoint, args.format, out)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    inputs = "z" + (", labels" if info["conditioning"] != "none" else "")
+    print(f"wrote {args.format} generator to {out}: inputs {inputs}, latent_dim {info['latent_dim']}, images "
+          f"{info['channels']}x{info['image_size']}x{info['image_size']}")
     return 0
 
 

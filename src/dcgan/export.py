@@ -1,0 +1,94 @@
+"""A trained generator as a file for other programs and runtimes: ONNX or TorchScript.
+
+The exported network is the sampling generator (the moving average when the run has one, batch
+norm in inference mode) with a dynamic batch dimension: input `z` (float32, N x latent_dim) and,
+for models that take labels (conditional, or k-means clusters), `labels` (int64, N); output
+`images` (float32, N x C x H x W, in [-1, 1]). The latent size, classes, image size and the pixel
+mapping travel in the file's metadata (ONNX metadata properties; `dcgan.json` in TorchScript).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import UserError
+from .files import atomic_write
+from .sampling import load_generator
+
+FORMATS = ("onnx", "torchscript")
+PIXELS = "uint8 = round((images + 1) * 127.5), clamped to 0-255; 0 is the background"
+
+
+class Unlabelled(nn.Module):
+    """z (N, latent_dim) -> images (N, C, H, W)."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z)
+
+
+class Labelled(nn.Module):
+    """(z (N, latent_dim), labels (N,) int64) -> images, without the label checks (their data-dependent
+    branches do not export; an out-of-range label is the caller's error)."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        embedding = self.generator.embed(labels).to(z.dtype)  # (N, E)
+        return self.generator.body(torch.cat([z, embedding], dim=1))
+
+
+def metadata(generator: nn.Module, image_size: int, channels: int) -> dict[str, str]:
+    """What a user of the file needs to feed it and read its output."""
+    values: dict[str, Any] = {"latent_dim": generator.latent_dim, "num_classes": generator.num_classes,
+                              "conditioning": generator.conditioning, "image_size": image_size,
+                              "channels": channels, "pixels": PIXELS, "noise": "z ~ N(0, 1)"}
+    if generator.conditioning == "clusters":
+        values["cluster_prior"] = json.dumps([round(p, 6) for p in generator.cluster_prior.tolist()])
+    return {key: str(value) for key, value in values.items()}
+
+
+def export(checkpoint: str | Path, fmt: str, out: str | Path) -> dict[str, str]:
+    """Write the checkpoint's sampling generator to `out` in `fmt`; returns the metadata written."""
+    out = Path(out)
+    generator, config = load_generator(checkpoint, torch.device("cpu"))
+    labelled = generator.conditioning != "none"
+    module = (Labelled if labelled else Unlabelled)(generator).eval()
+    inputs = (torch.randn(2, generator.latent_dim),) + ((torch.zeros(2, dtype=torch.int64),) if labelled else ())
+    info = metadata(generator, config.image_size, config.channels or 1)
+    names = ["z", "labels"] if labelled else ["z"]
+    if fmt == "onnx":
+        try:
+            import onnx
+        except ImportError:
+            raise UserError("--format onnx needs the export extra: pip install 'dcgan[export]'") from None
+        buffer = io.BytesIO()
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its successor
+            torch.onnx.export(module, inputs, buffer, input_names=names, output_names=["images"],
+                              dynamic_axes={**{name: {0: "n"} for name in names}, "images": {0: "n"}},
+                              opset_version=17, dynamo=False)
+        model = onnx.load_from_string(buffer.getvalue())
+        for key, value in info.items():
+            model.metadata_props.add(key=key, value=value)
+        atomic_write(out, lambda tmp: onnx.save(model, str(tmp)))
+    else:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(module, inputs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TorchScript announces its successor, torch.export
+            atomic_write(out, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files={"dcgan.json": json.dumps(info)}))
+    return info
