@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -25,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from machine import cpu_name
 
 
 def dcgan(*args: object) -> str:
@@ -35,14 +35,6 @@ def dcgan(*args: object) -> str:
     return result.stdout
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -29,19 +28,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dcgan.config import resolve_config
 from dcgan.training.step import TrainingStep, build_gan
+from machine import cpu_name
 
 CPU = torch.device("cpu")
 TIMED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def preset_step(preset: str, precision: str) -> tuple[TrainingStep, torch.Tensor, int]:

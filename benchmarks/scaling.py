@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from machine import cpu_name
 
 LAYOUTS = {  # name: (processes, threads per process)
     "1 process x 1 thread": (1, 1),
@@ -30,15 +30,6 @@ LAYOUTS = {  # name: (processes, threads per process)
 }
 
 
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def train(processes: int, threads: int, out: Path, args: list[str]) -> str:

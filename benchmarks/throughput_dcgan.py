@@ -22,7 +22,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import re
 import shlex
 import statistics
@@ -35,18 +34,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _write_images(task: tuple[Path, int, int, int, int]) -> None:

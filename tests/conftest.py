@@ -128,3 +128,16 @@ def snapshot(root: Path, *, skip: tuple[str, ...] = ("cache",)) -> dict[str, byt
     """Every file (with its bytes) and folder under `root`, but those in `skip`: proof that nothing changed."""
     return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else b"<folder>" for p in sorted(root.rglob("*"))
             if p.relative_to(root).parts[0] not in skip}
+
+
+def train_tiny_runs(root: Path, mnist_subset: dict, recipes: dict[str, tuple[str, ...]], *, steps: int = 2
+                    ) -> dict[str, Path]:
+    """A few `steps`-step runs of the tiny model on 512 MNIST images, one per recipe (name: extra flags)."""
+    data = root / "idx"
+    data.mkdir()
+    write_idx(data / "train-images-idx3-ubyte", mnist_subset["train_images"])
+    write_idx(data / "train-labels-idx1-ubyte", mnist_subset["train_labels"])
+    for name, flags in recipes.items():
+        assert main(["train", "--data", str(data), *TINY, "--batch-size", "16", "--steps", str(steps), *flags,
+                     "--out", str(root / name)]) == 0
+    return {name: root / name for name in recipes}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import dcgan
-from conftest import TINY
+from conftest import train_tiny_runs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -17,19 +17,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, mnist_subset: dict) -> dict[str, Path]:
     """A tiny unconditional run, a conditional one (with EMA) and a colour one."""
-    from conftest import write_idx
-    from dcgan.cli import main
-
-    root = tmp_path_factory.mktemp("api")
-    data = root / "idx"
-    data.mkdir()
-    write_idx(data / "train-images-idx3-ubyte", mnist_subset["train_images"])
-    write_idx(data / "train-labels-idx1-ubyte", mnist_subset["train_labels"])
     recipes = {"plain": (), "conditional": ("--conditional", "--ema-decay", "0.9"), "colour": ("--channels", "3")}
-    for name, flags in recipes.items():
-        assert main(["train", "--data", str(data), *TINY, "--batch-size", "16", "--steps", "2", *flags,
-                     "--out", str(root / name)]) == 0
-    return {name: root / name for name in recipes}
+    return train_tiny_runs(tmp_path_factory.mktemp("api"), mnist_subset, recipes)
 
 
 def test_load_a_run_and_sample_uint8_images(runs: dict[str, Path]) -> None:

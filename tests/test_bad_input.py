@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import stat
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path

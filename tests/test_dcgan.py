@@ -17,7 +17,7 @@ from dcgan import data as data_module
 from dcgan.config import DCGAN_SIZES, TrainConfig, resolve_config
 from dcgan.data import load_data
 from dcgan.errors import UserError
-from dcgan.networks import build_discriminator, build_generator
+from dcgan.networks import build_discriminator
 from dcgan.networks.dcgan import DCGANDiscriminator, DCGANGenerator
 from dcgan.training.step import Logits, TrainingStep, build_gan
 

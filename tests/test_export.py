@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import train_tiny_runs
 from dcgan.sampling import load_generator
 
 ort = pytest.importorskip("onnxruntime", reason="the export extra (pip install 'dcgan[export]') is not installed")
@@ -22,20 +22,9 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, mnist_subset: dict) -> dict[str, Path]:
     """Tiny unconditional, conditional (with EMA) and cluster runs."""
-    from conftest import write_idx
-    from dcgan.cli import main
-
-    root = tmp_path_factory.mktemp("export")
-    data = root / "idx"
-    data.mkdir()
-    write_idx(data / "train-images-idx3-ubyte", mnist_subset["train_images"])
-    write_idx(data / "train-labels-idx1-ubyte", mnist_subset["train_labels"])
     recipes = {"unconditional": (), "conditional": ("--conditional", "--ema-decay", "0.9"),
                "clusters": ("--clusters", "3", "--ema-decay", "0.9")}
-    for name, flags in recipes.items():
-        assert main(["train", "--data", str(data), *TINY, "--batch-size", "16", "--steps", "3", *flags,
-                     "--out", str(root / name)]) == 0
-    return {name: root / name for name in recipes}
+    return train_tiny_runs(tmp_path_factory.mktemp("export"), mnist_subset, recipes, steps=3)
 
 
 def reference(run: Path, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY
+from conftest import train_tiny_runs
 from dcgan.interpolation import class_morph, latent_walk, slerp
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,18 +40,7 @@ def test_a_walk_passes_every_anchor_and_closes_the_loop() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory: pytest.TempPathFactory, mnist_subset: dict) -> dict[str, Path]:
-    from conftest import write_idx
-    from dcgan.cli import main
-
-    root = tmp_path_factory.mktemp("walks")
-    data = root / "idx"
-    data.mkdir()
-    write_idx(data / "train-images-idx3-ubyte", mnist_subset["train_images"])
-    write_idx(data / "train-labels-idx1-ubyte", mnist_subset["train_labels"])
-    for name, flags in {"plain": (), "conditional": ("--conditional",)}.items():
-        assert main(["train", "--data", str(data), *TINY, "--batch-size", "16", "--steps", "2", *flags,
-                     "--out", str(root / name)]) == 0
-    return {"plain": root / "plain", "conditional": root / "conditional"}
+    return train_tiny_runs(tmp_path_factory.mktemp("walks"), mnist_subset, {"plain": (), "conditional": ("--conditional",)})
 
 
 def test_interpolate_writes_a_looping_gif_of_walks_side_by_side(run_cli, tiny_runs, tmp_path: Path) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -385,12 +386,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
         labels = labels_per_class(classes, args.num)
     images = generate(generator, len(labels) if labels is not None else args.num, seed=args.seed, device=device,
                       labels=labels)
-    try:
+    with _writing_out(out):
         write_images(images, out, fmt=args.format, grid=args.grid, labels=None if labels is None else labels.numpy())
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     print(f"wrote {len(images)} samples to {out}")
     return 0
+
+
+@contextlib.contextmanager
+def _writing_out(out: Path) -> Iterator[None]:
+    """A failed write of `--out` (read-only folder, full disk) as a one-line error."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
@@ -431,10 +439,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         else:
             labels = generator.sample_labels(args.num, seed=args.seed)  # a class or cluster per walk, if any
         frames = [render(generator, noise, labels, device) for noise in walk]
-    try:
+    with _writing_out(out):
         save_walk(frames, out, fps=args.fps)
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     print(f"wrote {len(frames)} frames of {args.num} walks to {out}")
     return 0
 
@@ -444,10 +450,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     _require_new_file(out)
-    try:
+    with _writing_out(out):
         info = export(args.checkpoint, args.format, out)
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     inputs = "z" + (", labels" if info["conditioning"] != "none" else "")
     print(f"wrote {args.format} generator to {out}: inputs {inputs}, latent_dim {info['latent_dim']}, images "
           f"{info['channels']}x{info['image_size']}x{info['image_size']}")
