@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from .config import (ARCHITECTURES, DEVICES, LOSSES, LR_SCALINGS, PRECISIONS, PRESETS, TrainConfig, read_toml,
                      resolve_config)
 from .errors import PeerFailed, UserError
+from .files import writing
 
 
 class Parser(argparse.ArgumentParser):
@@ -192,7 +192,8 @@ def _add_export(sub: Any) -> None:
                                    "[-1, 1]; its sizes and pixel mapping in the file's metadata.")
     p.add_argument("--checkpoint", required=True, metavar="CK", help="a checkpoint file or a run directory")
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
-    p.add_argument("--out", required=True, metavar="FILE", help="e.g. generator.onnx or generator.pt (never overwritten)")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="e.g. generator.onnx or generator.pt (never overwritten)")
     p.set_defaults(handler=cmd_export)
 
 
@@ -309,8 +310,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                        world=world)
     except KeyboardInterrupt as exc:  # a second signal: leave now; every file on disk is whole
         if world.is_main and root is not None:
-            last = Path(root) / "checkpoints" / "last.pt"
-            hint = f"; resume with: dcgan train --resume {root}" if last.is_file() else ""
+            resumable = RunDirectory(root).last_checkpoint.is_file()
+            hint = f"; resume with: dcgan train --resume {root}" if resumable else ""
             print(f"dcgan: stopped at once{hint}", file=sys.stderr)
         return 128 + getattr(exc, "signum", signal.SIGINT)
     except RuntimeError as exc:
@@ -349,7 +350,7 @@ def _prepare_run(args: argparse.Namespace, flags: dict[str, Any], world: Any) ->
         default = f"torchrun-{world.run_id}" if world.run_id else time.strftime("%Y%m%d-%H%M%S")
         root = Path(args.out or Path("runs") / default)
         continuing = world.restart > 0 and started_by(root, world.run_id)  # our own run, before torchrun restarted us
-        if continuing and (root / "checkpoints" / "last.pt").is_file():
+        if continuing and RunDirectory(root).last_checkpoint.is_file():
             print(f"torchrun restart {world.restart}: continuing {root} from its last checkpoint", file=sys.stderr)
             config, payload = load_resume_point(root, flags)
         else:
@@ -363,7 +364,8 @@ def _prepare_run(args: argparse.Namespace, flags: dict[str, Any], world: Any) ->
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .device import select_device
-    from .sampling import NOT_CLASSES, generate, labels_path, labels_per_class, load_generator, parse_labels, write_images
+    from .sampling import (NOT_CLASSES, generate, labels_path, labels_per_class, load_generator, parse_labels,
+                           write_images)
 
     out = Path(args.out)
     if args.grid or args.format == "npy":
@@ -377,7 +379,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     spec = args.label if args.label is not None else args.labels
     if spec is not None and generator.conditioning != "classes":
         raise UserError(f"--label{'s' if args.label is None else ''}: {args.checkpoint} is "
-                        f"{NOT_CLASSES[generator.conditioning]}; train one with --conditional (or --preset conditional)")
+                        f"{NOT_CLASSES[generator.conditioning]}; train one with --conditional "
+                        f"(or --preset conditional)")
     labels = None
     if generator.conditioning == "classes":
         flag = "--label" if args.label is not None else "--labels"
@@ -386,19 +389,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         labels = labels_per_class(classes, args.num)
     images = generate(generator, len(labels) if labels is not None else args.num, seed=args.seed, device=device,
                       labels=labels)
-    with _writing_out(out):
+    with writing(out, option="--out"):
         write_images(images, out, fmt=args.format, grid=args.grid, labels=None if labels is None else labels.numpy())
     print(f"wrote {len(images)} samples to {out}")
     return 0
-
-
-@contextlib.contextmanager
-def _writing_out(out: Path) -> Iterator[None]:
-    """A failed write of `--out` (read-only folder, full disk) as a one-line error."""
-    try:
-        yield
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
@@ -439,7 +433,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         else:
             labels = generator.sample_labels(args.num, seed=args.seed)  # a class or cluster per walk, if any
         frames = [render(generator, noise, labels, device) for noise in walk]
-    with _writing_out(out):
+    with writing(out, option="--out"):
         save_walk(frames, out, fps=args.fps)
     print(f"wrote {len(frames)} frames of {args.num} walks to {out}")
     return 0
@@ -450,7 +444,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     _require_new_file(out)
-    with _writing_out(out):
+    with writing(out, option="--out"):
         info = export(args.checkpoint, args.format, out)
     inputs = "z" + (", labels" if info["conditioning"] != "none" else "")
     print(f"wrote {args.format} generator to {out}: inputs {inputs}, latent_dim {info['latent_dim']}, images "

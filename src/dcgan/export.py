@@ -90,5 +90,6 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path) -> dict[str, str]:
             traced = torch.jit.trace(module, inputs)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TorchScript announces its successor, torch.export
-            atomic_write(out, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files={"dcgan.json": json.dumps(info)}))
+            extra = {"dcgan.json": json.dumps(info)}
+            atomic_write(out, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files=extra))
     return info

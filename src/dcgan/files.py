@@ -70,9 +70,12 @@ def is_temporary(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """Turn a failed write (full disk, read-only folder) into a one-line UserError naming `path`."""
+def writing(path: Path, *, option: str = "") -> Iterator[None]:
+    """Turn a failed write (full disk, read-only folder) into a one-line UserError naming `path`
+    (and the command-line `option` that named it, when given)."""
     try:
         yield
     except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+        reason = exc.strerror or exc
+        raise UserError(f"{option} {path}: cannot write ({reason})" if option else
+                        f"cannot write {path}: {reason}") from None

@@ -105,9 +105,9 @@ def set_up(config: TrainConfig, run: RunDirectory, device: torch.device, *, resu
     if not config.channels:  # from the data; said for image folders, where it is a finding
         config = config.replace(channels=data.images.shape[1])
         if data.mapped:
-            log(f"channels: {config.channels} ({data.source} is {'in colour' if config.channels == 3 else 'greyscale'}; "
-                f"--channels converts)")
-    last = str(run.checkpoints / "last.pt")
+            kind = "in colour" if config.channels == 3 else "greyscale"
+            log(f"channels: {config.channels} ({data.source} is {kind}; --channels converts)")
+    last = str(run.last_checkpoint)
     if resume is not None:
         check_same_data(resume, len(data), last)
     config = with_classes(config, len(data.classes), data.source)
@@ -322,7 +322,7 @@ class TrainingLoop:
 
     def roll_back(self) -> Position:
         """After a non-finite loss or weight: reload the last checkpoint with half the learning rates, or give up."""
-        position, last = self.position, self.rundir.checkpoints / "last.pt"
+        position, last = self.position, self.rundir.last_checkpoint
         if position.rollbacks >= MAX_ROLLBACKS:
             raise UserError(f"training diverged (non-finite loss or weight near step {position.step}) after "
                             f"{MAX_ROLLBACKS} roll-backs with lower learning rates; the last good checkpoint "

@@ -41,6 +41,7 @@ class RunDirectory:
         self.samples = self.root / "samples"
         self.checkpoints = self.root / "checkpoints"
         self.metrics_csv = self.root / "metrics.csv"
+        self.last_checkpoint = self.checkpoints / "last.pt"
 
     @classmethod
     def create(cls, root: str | Path) -> RunDirectory:

@@ -20,6 +20,7 @@ from ..checkpoint import load_checkpoint
 from ..config import TrainConfig, config_from_dict, resumed_config
 from ..errors import UserError, reason
 from .distributed import World, rank_seed
+from .rundir import RunDirectory
 from .step import GAN
 
 TRAINING_KEYS = ("discriminator", "opt_g", "opt_d", "epoch", "batch", "rng")
@@ -116,7 +117,7 @@ def load_resume_point(root: Path, flag_values: dict[str, Any]) -> tuple[TrainCon
     Refuses a run that never wrote a checkpoint, a checkpoint without training state, and flags
     that would change the run's recipe.
     """
-    last = root / "checkpoints" / "last.pt"
+    last = RunDirectory(root).last_checkpoint
     if (root / "config.toml").is_file() and not last.exists():
         raise UserError(f"--resume {root}: the run stopped before its first checkpoint; "
                         f"start it again with a new --out")

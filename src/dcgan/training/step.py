@@ -140,7 +140,7 @@ class TrainingStep:
 
     def __call__(self, real: torch.Tensor, labels: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Train on a real batch (B, C, H, W) and its labels (B,); returns (d_loss, D(x), D(G(z)), g_loss) on the device.
+        """Train on a real batch (B, C, H, W) and its labels (B,); returns (d_loss, D(x), D(G(z)), g_loss).
 
         As in the tutorial, each step draws its own noise. With `reuse_fake`, the G step reuses the
         batch the last D step was shown (one generator forward per step instead of two). A labelled
