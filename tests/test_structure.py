@@ -19,7 +19,7 @@ LAYERS = (
     ("data",),
     ("networks", "checkpoint"),
     ("training",),
-    ("sampling", "evaluation", "api", "interpolation", "export"),
+    ("sampling", "evaluation", "api", "interpolation", "export", "demo"),
     ("cli", "__main__", "__init__"),
 )
 

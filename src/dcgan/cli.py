@@ -107,6 +107,9 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--mode-seeking", type=_non_negative_float, default=s, metavar="W",
                    help="weight of a term in G's loss that rewards different images for different noise; 0: off")
     g.add_argument("--d-steps", type=_positive_int, default=s, help="discriminator steps per generator step")
+    g.add_argument("--r1", type=_non_negative_float, default=s, metavar="GAMMA",
+                   help="R1 penalty on D: GAMMA/2 times the mean squared gradient of D's logit at real images; "
+                        "0: off")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=s,
                    help="differentiable translation + cutout of real and generated images before D")
     g.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=s,
@@ -197,6 +200,26 @@ def _add_export(sub: Any) -> None:
     p.set_defaults(handler=cmd_export)
 
 
+def _port(text: str) -> int:
+    value = _number(text, int)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {text!r}")
+    return value
+
+
+def _add_demo(sub: Any) -> None:
+    p = sub.add_parser("demo", help="a page in the browser: samples, their download, walks between seeds",
+                       description="Serve a local web page (Gradio; pip install 'dcgan[demo]') for a checkpoint's "
+                                   "generator: samples of a seed and class as a grid to download, and a looping "
+                                   "walk from one seed to another. Nothing is fetched from the internet.")
+    p.add_argument("--checkpoint", required=True, metavar="CK", help="a checkpoint file or a run directory")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every network)")
+    p.add_argument("--port", type=_port, default=7860, help="default 7860")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.set_defaults(handler=cmd_demo)
+
+
 def _add_data(sub: Any) -> None:
     p = sub.add_parser("data", help="dataset utilities")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
@@ -270,6 +293,7 @@ def build_parser() -> Parser:
     _add_generate(sub)
     _add_interpolate(sub)
     _add_export(sub)
+    _add_demo(sub)
     _add_data(sub)
     _add_classifier(sub)
     _add_evaluate(sub)
@@ -449,6 +473,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     inputs = "z" + (", labels" if info["conditioning"] != "none" else "")
     print(f"wrote {args.format} generator to {out}: inputs {inputs}, latent_dim {info['latent_dim']}, images "
           f"{info['channels']}x{info['image_size']}x{info['image_size']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import serve
+
+    serve(args.checkpoint, host=args.host, port=args.port, device=args.device)
     return 0
 
 
