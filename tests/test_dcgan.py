@@ -97,7 +97,7 @@ RECIPES = {
     "plain": {}, "conditional": {"conditional": True, "num_classes": 10}, "clusters": {"clusters": 3},
     "mode-seeking": {"mode_seeking": 1.0}, "ema": {"ema_decay": 0.9}, "hinge": {"loss": "hinge"},
     "lsgan": {"loss": "lsgan"}, "spectral-norm": {"spectral_norm": True}, "augment": {"augment": True},
-    "d-steps": {"d_steps": 2}, "reuse-fake": {"reuse_fake": True},
+    "d-steps": {"d_steps": 2}, "reuse-fake": {"reuse_fake": True}, "r1": {"r1": 1.0},
 }
 ARCHES = {"tutorial": dict(image_size=8, latent_dim=4),
           "dcgan": dict(arch="dcgan", image_size=32, latent_dim=8, g_width=4, d_width=4)}

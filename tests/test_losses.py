@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from dcgan.config import TrainConfig
 from dcgan.errors import UserError
-from dcgan.training.losses import LOSSES, discriminator_loss, generator_loss
+from dcgan.training.losses import LOSSES, discriminator_loss, generator_loss, r1_penalty
 
 
 def t(*values: float) -> torch.Tensor:
@@ -69,3 +69,29 @@ def test_an_unknown_loss_is_a_clear_error() -> None:
 def test_train_rejects_an_unknown_loss_on_the_command_line(run_cli, idx_dir) -> None:
     code, _, err = run_cli("train", "--data", idx_dir, "--loss", "wgan", "--out", "unused")
     assert code == 2 and "--loss" in err and len(err.strip().splitlines()) == 1
+
+
+def test_r1_penalty_of_a_linear_discriminator_is_its_squared_weight_norm() -> None:
+    # D(x) = <w, x> + b has gradient w at every x, so E|grad D|^2 = |w|^2, and d/dw of it is 2w.
+    weight = torch.tensor([[0.5, -2.0, 1.0]], requires_grad=True)
+    real = torch.randn(4, 3, requires_grad=True)
+    logits = real @ weight.T + 0.3  # (4, 1)
+    penalty = r1_penalty(logits, real)
+    assert penalty.item() == pytest.approx(0.25 + 4.0 + 1.0)
+    penalty.backward()
+    assert torch.allclose(weight.grad, 2 * weight.detach())
+
+
+def test_r1_changes_the_discriminator_update_and_rejects_bad_values(run_cli, idx_dir, tmp_path) -> None:
+    from dcgan.training.step import TrainingStep, build_gan
+
+    real = torch.rand(8, 1, 8, 8) * 2 - 1
+    states = []
+    for gamma in (0.0, 10.0):
+        torch.manual_seed(0)
+        gan = build_gan(TrainConfig(image_size=8, latent_dim=4, precision="fp32"), torch.device("cpu"))
+        TrainingStep(gan, latent_dim=4, r1=gamma).discriminator_step(real, torch.zeros_like(real))
+        states.append(gan.discriminator.state_dict())
+    assert not all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    code, _, err = run_cli("train", "--data", idx_dir, "--out", tmp_path / "run", "--r1", "-1")
+    assert code == 2 and "--r1" in err and len(err.strip().splitlines()) == 1

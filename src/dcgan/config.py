@@ -48,6 +48,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of G's weights, used for sampling
     mode_seeking: float = 0.0  # > 0: weight of the mode-seeking term (Mao et al., 2019) in G's loss
     d_steps: int = 1  # discriminator steps per generator step
+    r1: float = 0.0  # > 0: weight gamma of the R1 penalty, gamma/2 * E|grad_x D(x)|^2 on real images
     augment: bool = False  # differentiable translation + cutout of D's inputs
     conditional: bool = False  # class-conditional G and projection D
     num_classes: int = 0  # set from the data when `conditional` (stored so checkpoints rebuild the model)
@@ -84,7 +85,7 @@ class TrainConfig:
         positive = ("image_size", "latent_dim", "batch_size", "log_every", "keep_checkpoints",
                     "grid_size", "eval_samples", "d_steps", "g_width", "d_width")
         non_negative = ("epochs", "steps", "sample_every", "checkpoint_every", "time_limit", "seed", "eval_every",
-                        "num_classes", "clusters", "mode_seeking")
+                        "num_classes", "clusters", "mode_seeking", "r1")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UserError(f"{flag(name)} must be positive, got {getattr(self, name)}")
@@ -100,8 +101,9 @@ class TrainConfig:
                 raise UserError(f"{flag(name)} must be in [0, 1), got {getattr(self, name)}")
         if not 0 <= self.ema_decay < 1:
             raise UserError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
-        if not math.isfinite(self.mode_seeking):
-            raise UserError(f"--mode-seeking must be a finite number, got {self.mode_seeking}")
+        for name in ("mode_seeking", "r1"):
+            if not math.isfinite(getattr(self, name)):
+                raise UserError(f"{flag(name)} must be a finite number, got {getattr(self, name)}")
         if self.clusters == 1:
             raise UserError("--clusters must be 0 (off) or at least 2, got 1")
         if self.clusters and self.conditional:
@@ -148,7 +150,7 @@ class TrainConfig:
 
 # A preset sets hyper-parameters only; execution options (device, precision, output) stay the user's.
 TUTORIAL = dict(latent_dim=16, batch_size=32, lr_d=1e-3, lr_g=2e-4, beta1=0.5, beta2=0.999, loss="bce",
-                spectral_norm=False, ema_decay=0.0, d_steps=1, augment=False, conditional=False, clusters=0,
+                spectral_norm=False, ema_decay=0.0, d_steps=1, r1=0.0, augment=False, conditional=False, clusters=0,
                 mode_seeking=0.0)
 # `default` and `conditional` are the best recipes measured so far (docs/quality.md has the numbers).
 PRESETS: dict[str, dict[str, Any]] = {

@@ -46,6 +46,12 @@ def lsgan_generator(fake: torch.Tensor) -> torch.Tensor:
     return 0.5 * (fake - 1.0).pow(2).mean()
 
 
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """E |∇ₓ D(x)|² over the real batch `real` (which must require grad), differentiable for D's step."""
+    (gradient,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)  # (B, C, H, W)
+    return gradient.float().pow(2).flatten(1).sum(1).mean()
+
+
 _DISCRIMINATOR = {"bce": bce_discriminator, "hinge": hinge_discriminator, "lsgan": lsgan_discriminator}
 _GENERATOR = {"bce": bce_generator, "hinge": hinge_generator, "lsgan": lsgan_generator}
 

@@ -17,7 +17,7 @@ from ..networks import build_discriminator, build_generator
 from .augment import diff_augment
 from .distributed import World, broadcast_buffers, parallel
 from .ema import EMA
-from .losses import discriminator_loss, generator_loss
+from .losses import discriminator_loss, generator_loss, r1_penalty
 
 LR_REFERENCE_BATCH = 32  # the tutorial's batch size, which its learning rates were tuned for
 
@@ -113,7 +113,7 @@ class TrainingStep:
     """
 
     def __init__(self, gan: GAN, *, latent_dim: int, loss: str = "bce", augment: bool = False, d_steps: int = 1,
-                 mode_seeking: float = 0.0, reuse_fake: bool = False,
+                 mode_seeking: float = 0.0, reuse_fake: bool = False, r1: float = 0.0,
                  autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext, world: World = World(),
                  device: torch.device = torch.device("cpu")) -> None:
         self.gan = gan
@@ -124,6 +124,7 @@ class TrainingStep:
         self.d_steps = d_steps
         self.mode_seeking = mode_seeking
         self.reuse_fake = reuse_fake
+        self.r1 = r1
         self.autocast = autocast
         self.labelled = gan.generator.num_classes > 0
         self.world = world
@@ -136,7 +137,7 @@ class TrainingStep:
         """The step that `config`'s recipe describes, in its precision on `device`, for this process of `world`."""
         return cls(gan, latent_dim=config.latent_dim, loss=config.loss, augment=config.augment,
                    d_steps=config.d_steps, mode_seeking=config.mode_seeking, reuse_fake=config.reuse_fake,
-                   autocast=autocast_for(config.precision, device), world=world, device=device)
+                   r1=config.r1, autocast=autocast_for(config.precision, device), world=world, device=device)
 
     def __call__(self, real: torch.Tensor, labels: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -176,17 +177,21 @@ class TrainingStep:
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One Adam step on D; returns (d_loss, mean D(x), mean D(G(z))), still on the device.
 
-        L_D = ½ [BCE(D(x), 1) + BCE(D(G(z)), 0)] for the tutorial's loss. Real and generated images
-        go through D as one batch, which `Logits` splits into two passes when D has batch norm.
+        L_D = ½ [BCE(D(x), 1) + BCE(D(G(z)), 0)] for the tutorial's loss, plus with `r1` the R1
+        penalty γ/2 · E|∇ₓ D(x)|² (Mescheder et al., 2018), which keeps D flat on the data. Real and
+        generated images go through D as one batch, which `Logits` splits into two passes when D has
+        batch norm.
         """
         opt_d = self.gan.opt_d
         opt_d.zero_grad(set_to_none=True)
+        if self.r1:
+            real = real.detach().requires_grad_(True)
         with self.autocast():
             both = None if labels is None else torch.cat([labels, labels])
             logits = self._d_logits(self.train_logits, torch.cat([real, fake]), both).float()  # (2B, 1)
         real_logits, fake_logits = logits.split(real.shape[0])
         d_loss = self.d_loss(real_logits, fake_logits)
-        d_loss.backward()
+        (d_loss + 0.5 * self.r1 * r1_penalty(real_logits, real) if self.r1 else d_loss).backward()
         opt_d.step()
         return d_loss.detach(), torch.sigmoid(real_logits).mean().detach(), torch.sigmoid(fake_logits).mean().detach()
 
