@@ -59,7 +59,7 @@ def run_and_report(self, *args, **kwargs):
     result = run(self, *args, **kwargs)
     gan = self.gan
     torch.save({"generator": gan.generator.state_dict(), "discriminator": gan.discriminator.state_dict(),
-                "ema": gan.ema.module.state_dict() if gan.ema else {}}, report / f"rank{rank}.pt")
+                "ema": gan.sampler().state_dict() if gan.ema else {}}, report / f"rank{rank}.pt")
     return result
 TrainingLoop.run = run_and_report
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ from dcgan.checkpoint import load_checkpoint
 from dcgan.config import TrainConfig
 from dcgan.training.ema import EMA
 from dcgan.sampling import load_generator
-from dcgan.training.step import TrainingStep, build_gan
+from dcgan.ops import recalibrate_batch_norm
+from dcgan.training.step import TrainingStep, build_gan, calibration_inputs
 
 CPU = torch.device("cpu")
 
@@ -84,6 +86,25 @@ def test_each_training_step_updates_the_average_and_not_the_reverse() -> None:
     # first update: decay min(0.5, 1/10) = 0.1, so the average is 0.1 * initial + 0.9 * the new weights
     for average, old, current in zip(gan.ema.module.parameters(), initial, gan.generator.parameters()):
         torch.testing.assert_close(average, 0.1 * old + 0.9 * current)
+
+
+def test_the_sampler_normalises_with_its_own_statistics_and_leaves_the_random_state_alone() -> None:
+    torch.manual_seed(0)
+    gan = build_gan(TrainConfig(device="cpu", ema_decay=0.9, clusters=3), CPU)
+    step = TrainingStep(gan, latent_dim=16)
+    for _ in range(3):
+        step(torch.rand(8, 1, 28, 28) * 2 - 1, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]))
+    assert gan.ema.stale
+    copied = [b.clone() for b in gan.ema.module.buffers()]  # the trained generator's statistics
+    rng = torch.get_rng_state()
+    sampler = gan.sampler()
+    assert torch.equal(torch.get_rng_state(), rng) and not gan.ema.stale
+    expected = copy.deepcopy(sampler)
+    recalibrate_batch_norm(expected, *calibration_inputs(expected, gan.calibration_samples))
+    assert all(torch.equal(a, b) for a, b in zip(sampler.buffers(), expected.buffers()))
+    assert not all(torch.equal(a, b) for a, b in zip(sampler.buffers(), copied) if a.is_floating_point())
+    assert all(torch.equal(a, b) for a, b in zip(gan.state_dict()["ema"]["module"].values(),
+                                                 sampler.state_dict().values()))
 
 
 def test_no_average_without_ema_decay() -> None:

@@ -11,7 +11,7 @@ from torch import nn
 
 from dcgan.files import atomic_write, remove_temporaries, replace_file
 from dcgan.errors import UserError
-from dcgan.ops import eval_mode, squared_distances
+from dcgan.ops import eval_mode, recalibrate_batch_norm, squared_distances
 
 
 def test_squared_distances_known_answer_and_exact_zeros() -> None:
@@ -67,3 +67,18 @@ def test_remove_temporaries_deletes_only_staged_files(tmp_path: Path) -> None:
         (tmp_path / name).write_text("x")
     remove_temporaries(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "notes.tmp"]
+
+
+def test_recalibrated_batch_norm_holds_the_statistics_of_its_input_layer_by_layer() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2), nn.BatchNorm1d(2)).train()
+    x = torch.randn(64, 3) * 5 + 2
+    recalibrate_batch_norm(net, x)
+    assert net.training  # the mode is restored
+    first = net[0](x)
+    torch.testing.assert_close(net[1].running_mean, first.mean(0))
+    torch.testing.assert_close(net[1].running_var, first.var(0))  # unbiased, as batch norm keeps it
+    # the second layer sees the first normalised with its new statistics (eval mode), not the old ones
+    second = net[2]((first - first.mean(0)) / (first.var(0) + net[1].eps).sqrt() * net[1].weight + net[1].bias)
+    torch.testing.assert_close(net[3].running_mean, second.mean(0))
+    torch.testing.assert_close(net[3].running_var, second.var(0))

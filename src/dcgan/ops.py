@@ -1,9 +1,10 @@
-"""Small tensor helpers that several layers share: pairwise distances and eval mode."""
+"""Small tensor helpers that several layers share: pairwise distances, eval mode, batch-norm statistics."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,3 +33,26 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
     finally:
         for module, mode in zip(modules, modes):
             module.train(mode)
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(module: nn.Module, *inputs: Any) -> None:
+    """Set every batch-norm layer's running mean and variance to the statistics of its input when
+    `module(*inputs)` runs, each layer normalising with its new statistics before the next is measured.
+
+    Needed for a moving average of weights: the running statistics it inherits belong to other weights.
+    One forward pass in eval mode (so SyncBatchNorm talks to no other process); `inputs` is one batch.
+    """
+    def measure(layer: nn.modules.batchnorm._BatchNorm, args: tuple[torch.Tensor, ...]) -> None:
+        x = args[0].double().transpose(0, 1).flatten(1)  # (C, N * H * W)
+        layer.running_mean.copy_(x.mean(1))
+        layer.running_var.copy_(x.var(1))  # unbiased, as batch norm keeps it
+
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    hooks = [layer.register_forward_pre_hook(measure) for layer in layers]
+    try:
+        with eval_mode(module):
+            module(*inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()

@@ -14,7 +14,9 @@ class EMA:
 
     With `warmup`, the decay of update n (counting from 0) is min(decay, (1 + n) / (10 + n)), so the
     average is not dominated by the random initial weights early in a short run. Buffers (batch
-    norm's running statistics) are copied, not averaged.
+    norm's running statistics) are copied, not averaged; they belong to the current weights, not the
+    average, so an update marks them `stale` until their owner recomputes them
+    (`ops.recalibrate_batch_norm`).
     """
 
     def __init__(self, module: nn.Module, *, decay: float, warmup: bool = True) -> None:
@@ -23,6 +25,7 @@ class EMA:
         self.decay = decay
         self.warmup = warmup
         self.updates = 0
+        self.stale = False
         self.module = copy.deepcopy(module).eval().requires_grad_(False)
 
     def current_decay(self) -> float:
@@ -41,6 +44,7 @@ class EMA:
         for mine, theirs in zip(self.module.buffers(), module.buffers()):
             mine.copy_(theirs)
         self.updates += 1
+        self.stale = True
 
     def state_dict(self) -> dict[str, Any]:
         """The averaged weights and the update count."""
@@ -50,3 +54,4 @@ class EMA:
         """Undo `state_dict`."""
         self.module.load_state_dict(state["module"])
         self.updates = int(state["updates"])
+        self.stale = False

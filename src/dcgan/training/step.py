@@ -14,12 +14,14 @@ from torch import nn
 from ..config import TrainConfig
 from ..device import autocast_for
 from ..networks import build_discriminator, build_generator
+from ..ops import recalibrate_batch_norm
 from .augment import diff_augment
 from .distributed import World, broadcast_buffers, parallel
 from .ema import EMA
 from .losses import discriminator_loss, generator_loss, r1_penalty
 
 LR_REFERENCE_BATCH = 32  # the tutorial's batch size, which its learning rates were tuned for
+CALIBRATION_PIXELS = 1024 * 28 * 28  # generated pixels whose batch-norm statistics the moving average samples with
 
 
 @dataclass
@@ -31,12 +33,14 @@ class GAN:
     opt_g: torch.optim.Adam
     opt_d: torch.optim.Adam
     ema: EMA | None = None
+    calibration_samples: int = CALIBRATION_PIXELS // 28**2
 
     def state_dict(self) -> dict[str, Any]:
         """Weights and optimiser states, as a checkpoint stores them."""
         state = {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
                  "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
         if self.ema is not None:
+            self.sampler()  # the average's batch-norm statistics, brought up to date
             state["ema"] = self.ema.state_dict()
         return state
 
@@ -50,8 +54,18 @@ class GAN:
             self.ema.load_state_dict(payload["ema"])
 
     def sampler(self) -> nn.Module:
-        """The generator that samples are drawn from: the moving average when there is one."""
-        return self.ema.module if self.ema is not None else self.generator
+        """The generator that samples are drawn from: the moving average when there is one.
+
+        The average's batch-norm statistics are those of its own output, recomputed when stale on
+        fixed noise (the training run's random state is not touched): with the statistics of the
+        trained weights it makes worse images (docs/quality.md).
+        """
+        if self.ema is None:
+            return self.generator
+        if self.ema.stale:
+            recalibrate_batch_norm(self.ema.module, *calibration_inputs(self.ema.module, self.calibration_samples))
+            self.ema.stale = False
+        return self.ema.module
 
     def set_lr_scale(self, config: TrainConfig, scale: float) -> None:
         """Set both optimisers' learning rates to the config's (after the large-batch rule) times `scale`."""
@@ -65,6 +79,19 @@ class GAN:
         tensors = [t for module in (self.generator, self.discriminator)
                    for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
         return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def calibration_inputs(generator: nn.Module, num: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`num` fixed noise vectors and the labels the generator draws for them, as G's arguments."""
+    device = next(generator.parameters()).device
+    noise = torch.randn(num, generator.latent_dim, generator=torch.Generator().manual_seed(0)).to(device)
+    labels = generator.sample_labels(num, seed=0)  # None when unconditional
+    return noise, None if labels is None else labels.to(device)
+
+
+def calibration_samples(image_size: int) -> int:
+    """Images whose batch-norm statistics the moving average samples with: 1,024 of 28x28, fewer when larger."""
+    return max(128, CALIBRATION_PIXELS // image_size**2)
 
 
 def learning_rates(config: TrainConfig) -> tuple[float, float]:
@@ -94,7 +121,8 @@ def build_gan(config: TrainConfig, device: torch.device, world: World = World())
     return GAN(generator, discriminator,
                torch.optim.Adam(generator.parameters(), lr=lr_g, **adam),
                torch.optim.Adam(discriminator.parameters(), lr=lr_d, **adam),
-               ema=EMA(generator, decay=config.ema_decay) if config.ema_decay > 0 else None)
+               ema=EMA(generator, decay=config.ema_decay) if config.ema_decay > 0 else None,
+               calibration_samples=calibration_samples(config.image_size))
 
 
 class TrainingStep:
