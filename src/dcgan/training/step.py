@@ -21,7 +21,9 @@ from .ema import EMA
 from .losses import discriminator_loss, generator_loss, r1_penalty
 
 LR_REFERENCE_BATCH = 32  # the tutorial's batch size, which its learning rates were tuned for
-CALIBRATION_PIXELS = 1024 * 28 * 28  # generated pixels whose batch-norm statistics the moving average samples with
+# generated images whose batch-norm statistics the moving average samples with: a budget of pixels, within limits
+MAX_CALIBRATION_SAMPLES = 1024
+CALIBRATION_PIXELS = MAX_CALIBRATION_SAMPLES * 28 * 28
 
 
 @dataclass
@@ -33,7 +35,7 @@ class GAN:
     opt_g: torch.optim.Adam
     opt_d: torch.optim.Adam
     ema: EMA | None = None
-    calibration_samples: int = CALIBRATION_PIXELS // 28**2
+    calibration_samples: int = MAX_CALIBRATION_SAMPLES
 
     def state_dict(self) -> dict[str, Any]:
         """Weights and optimiser states, as a checkpoint stores them."""
@@ -90,8 +92,8 @@ def calibration_inputs(generator: nn.Module, num: int) -> tuple[torch.Tensor, to
 
 
 def calibration_samples(image_size: int) -> int:
-    """Images whose batch-norm statistics the moving average samples with: 1,024 of 28x28, fewer when larger."""
-    return max(128, CALIBRATION_PIXELS // image_size**2)
+    """Images whose batch-norm statistics the moving average samples with: 1,024 up to 28x28, fewer when larger."""
+    return min(MAX_CALIBRATION_SAMPLES, max(128, CALIBRATION_PIXELS // image_size**2))
 
 
 def learning_rates(config: TrainConfig) -> tuple[float, float]:
