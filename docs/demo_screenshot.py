@@ -1,6 +1,6 @@
 """The README's picture of `dcgan demo`: the page of a checkpoint after Generate and Interpolate, as a PNG.
 
-    python docs/demo_screenshot.py --checkpoint runs/demo-conditional [--out docs/img/demo.png]
+    python docs/demo_screenshot.py --checkpoint runs/conditional-2ep [--out docs/img/demo.png]
 
 Starts `dcgan demo` on a free port, opens the page in Debian's headless Chromium through Playwright
 (pip install playwright; apt-get install chromium: no browser download), refuses every request that
