@@ -24,17 +24,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from machine import cpu_name
 
-
-def dcgan(*args: object) -> str:
-    """Run `dcgan ARGS`; its stdout (exits with its stderr on failure)."""
-    result = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"dcgan {' '.join(map(str, args))} failed:\n{result.stderr[-3000:]}")
-    return result.stdout
-
-
+from machine import cpu_name, dcgan
 
 
 def main() -> None:

@@ -1,8 +1,11 @@
-"""What the benchmarks say about the machine they ran on."""
+"""What the benchmarks share: the machine they ran on, and running the `dcgan` command."""
 
 from __future__ import annotations
 
 import platform
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -15,3 +18,12 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def dcgan(*args: object) -> str:
+    """Run `dcgan ARGS` in this interpreter; its stdout (exits with its stderr on failure)."""
+    command = [sys.executable, "-m", "dcgan", *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{shlex.join(command)} failed:\n{result.stderr[-3000:]}")
+    return result.stdout

@@ -21,24 +21,14 @@ import argparse
 import csv
 import json
 import shlex
+import shutil
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
-from machine import cpu_name
+from machine import cpu_name, dcgan
 
 KNOWN_DATA = {"mnist": "mnist", "fashion": "/usr/share/datasets/fashion-mnist"}
 SCORES = ("fid", "kid", "precision", "recall", "class_match", "classes_covered")
-
-
-def dcgan(*args: object) -> str:
-    """Run `dcgan ARGS`; its stdout (exits with its stderr on failure)."""
-    command = [sys.executable, "-m", "dcgan", *map(str, args)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"{shlex.join(command)} failed:\n{result.stderr[-3000:]}")
-    return result.stdout
 
 
 def classifier_for(name: str, path: str, out: Path) -> Path | None:
@@ -69,7 +59,7 @@ def train_and_score(run: Path, data: str, flags: list[str], seed: int, budget: l
     if scores_file.exists():
         return json.loads(scores_file.read_text())
     if run.exists():  # an interrupted run: start it again from nothing
-        subprocess.run(["rm", "-rf", str(run)], check=True)
+        shutil.rmtree(run)
     run.parent.mkdir(parents=True, exist_ok=True)
     dcgan("train", *flags, "--data", data, "--seed", seed, *budget, "--quiet", "--sample-every", 0,
           "--device", "cpu", "--out", run)

@@ -19,6 +19,7 @@ import torch
 
 from .device import select_device
 from .errors import UserError
+from .networks import channels_of
 from .sampling import NOT_CLASSES, generate, load_generator
 
 
@@ -76,4 +77,4 @@ def load(path: str | Path, *, device: str | torch.device | None = None) -> Train
     """The generator of a run directory or checkpoint file, on `device` (default: the CPU)."""
     chosen = select_device(str(device)) if isinstance(device, str) else device or torch.device("cpu")
     generator, config = load_generator(path, chosen)
-    return TrainedGenerator(generator, image_size=config.image_size, channels=config.channels or 1, device=chosen)
+    return TrainedGenerator(generator, image_size=config.image_size, channels=channels_of(config), device=chosen)

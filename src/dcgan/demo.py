@@ -27,6 +27,7 @@ from .api import TrainedGenerator, load
 from .errors import UserError
 from .images import grid_image
 from .interpolation import latent_walk, render, save_walk
+from .ops import seeded_noise
 
 MISSING_EXTRA = "dcgan demo needs the demo extra: pip install 'dcgan[demo]'"
 ANY = "any"  # the class picker's choice for every class in turn
@@ -100,8 +101,8 @@ def walk_gif(trained: TrainedGenerator, folder: Path, *, seed: int, to_seed: int
     walks = columns_for(trained, num, label)
     generator = trained.generator
 
-    def noise(of: int) -> torch.Tensor:  # the noise sampling.generate draws for `num` images of a seed
-        return torch.randn(num, trained.latent_dim, generator=torch.Generator().manual_seed(of))[:walks]
+    def noise(of: int) -> torch.Tensor:  # the first row of the noise sampling.generate draws for the grid
+        return seeded_noise(num, trained.latent_dim, of)[:walks]
 
     if label is not None:
         labels = torch.full((walks,), label)

@@ -20,6 +20,7 @@ from torch import nn
 
 from .errors import UserError
 from .files import atomic_write
+from .networks import channels_of
 from .sampling import load_generator
 
 FORMATS = ("onnx", "torchscript")
@@ -67,7 +68,7 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path) -> dict[str, str]:
     labelled = generator.conditioning != "none"
     module = (Labelled if labelled else Unlabelled)(generator).eval()
     inputs = (torch.randn(2, generator.latent_dim),) + ((torch.zeros(2, dtype=torch.int64),) if labelled else ())
-    info = metadata(generator, config.image_size, config.channels or 1)
+    info = metadata(generator, config.image_size, channels_of(config))
     names = ["z", "labels"] if labelled else ["z"]
     if fmt == "onnx":
         try:

@@ -1,4 +1,5 @@
-"""Small tensor helpers that several layers share: pairwise distances, eval mode, batch-norm statistics."""
+"""Small tensor helpers that several layers share: pairwise distances, seeded noise, eval mode, batch-norm
+statistics."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ def squared_distances(a: torch.Tensor, b: torch.Tensor, *, a_squared_norms: torc
     if a_squared_norms is None:
         a_squared_norms = a.square().sum(1, keepdim=True)
     return torch.addmm(a_squared_norms + b.square().sum(1), a, b.T, alpha=-2).clamp_(min=0)
+
+
+def seeded_noise(num: int, latent_dim: int, seed: int) -> torch.Tensor:
+    """`num` noise vectors (num, latent_dim) from N(0, 1), a function of `seed` alone (global state untouched)."""
+    return torch.randn(num, latent_dim, generator=torch.Generator().manual_seed(seed))
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from .config import TrainConfig, config_from_dict
 from .errors import UserError, reason
 from .images import grid_image, to_uint8
 from .networks import build_generator
+from .ops import seeded_noise
 
 
 def load_generator(path: str | Path, device: torch.device) -> tuple[nn.Module, TrainConfig]:
@@ -73,7 +74,7 @@ def generate(generator: nn.Module, num: int, *, seed: int, device: torch.device,
     Without `labels`, the generator draws its own (networks/: every class in turn, or clusters by
     their sizes, also from `seed`); only a class-conditional generator takes `labels`.
     """
-    noise = torch.randn(num, generator.latent_dim, generator=torch.Generator().manual_seed(seed))
+    noise = seeded_noise(num, generator.latent_dim, seed)
     if labels is None:
         labels = generator.sample_labels(num, seed=seed)
     elif generator.conditioning != "classes":

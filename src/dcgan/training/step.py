@@ -14,7 +14,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..device import autocast_for
 from ..networks import build_discriminator, build_generator
-from ..ops import recalibrate_batch_norm
+from ..ops import recalibrate_batch_norm, seeded_noise
 from .augment import diff_augment
 from .distributed import World, broadcast_buffers, parallel
 from .ema import EMA
@@ -86,7 +86,7 @@ class GAN:
 def calibration_inputs(generator: nn.Module, num: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`num` fixed noise vectors and the labels the generator draws for them, as G's arguments."""
     device = next(generator.parameters()).device
-    noise = torch.randn(num, generator.latent_dim, generator=torch.Generator().manual_seed(0)).to(device)
+    noise = seeded_noise(num, generator.latent_dim, 0).to(device)
     labels = generator.sample_labels(num, seed=0)  # None when unconditional
     return noise, None if labels is None else labels.to(device)
 
