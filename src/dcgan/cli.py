@@ -321,7 +321,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training.rundir import RunDirectory
 
     flags = _flag_values(args)
-    root = None
+    root, finished = None, False
     world = distributed.world_from_env()
     if world.distributed:  # the backend follows the device named on the command line (default auto)
         world = distributed.start(world, world.device(select_device(flags.get("device", "auto"))))
@@ -332,6 +332,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(distributed.describe(world), file=sys.stderr)
         result = train(config, run, resume=payload, progress=not args.quiet, evaluator=evaluate_during_training,
                        world=world)
+        finished = True
     except KeyboardInterrupt as exc:  # a second signal: leave now; every file on disk is whole
         if world.is_main and root is not None:
             resumable = RunDirectory(root).last_checkpoint.is_file()
@@ -343,7 +344,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 1  # another rank failed and said why; torchrun stops (or restarts) the rest
         raise
     finally:
-        distributed.stop(world)
+        distributed.stop(world, together=finished)
     if not world.is_main:
         return 128 + (result.signum or signal.SIGINT) if result.status == "interrupted" else 0
     print(f"{result.status}: step={result.step} images_per_s={result.images_per_s:.1f} run={run.root}")

@@ -86,9 +86,15 @@ def start(world: World, device: torch.device) -> World:
     return replace(world, backend=backend, control=control)
 
 
-def stop(world: World) -> None:
-    """Leave the process group."""
+def stop(world: World, *, together: bool = True) -> None:
+    """Leave the process group; `together`: once every rank has come this far (after a failure, at once).
+
+    Leaving together keeps a rank from closing its connections while a peer still reads from them:
+    gloo can abort the peer ("terminate called without an active exception") when that happens.
+    """
     if world.distributed and dist.is_initialized():
+        if together:
+            dist.barrier(group=world.control)
         dist.destroy_process_group()
 
 
