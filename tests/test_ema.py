@@ -10,12 +10,13 @@ import torch
 from torch import nn
 
 from conftest import TINY
-from dcgan.checkpoint import load_checkpoint
-from dcgan.config import TrainConfig
+from dcgan.checkpoint import load_checkpoint, write_checkpoint
+from dcgan.config import TrainConfig, config_from_dict
 from dcgan.training.ema import EMA
 from dcgan.sampling import load_generator
 from dcgan.ops import recalibrate_batch_norm
-from dcgan.training.step import TrainingStep, build_gan, calibration_inputs
+from dcgan.networks.calibration import calibration_inputs
+from dcgan.training.step import TrainingStep, build_gan
 
 CPU = torch.device("cpu")
 
@@ -125,3 +126,30 @@ def test_checkpoints_hold_the_average_and_sampling_uses_it(run_cli, idx_dir: Pat
     for name, value in generator.state_dict().items():
         assert torch.equal(value, payload["ema"]["module"][name])
     assert not all(torch.equal(payload["generator"][k], payload["ema"]["module"][k]) for k in payload["generator"])
+
+
+def test_an_older_checkpoint_samples_with_the_averages_own_statistics(run_cli, idx_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", "--data", idx_dir, "--out", out, *TINY, "--steps", "3", "--batch-size", "16",
+                           "--ema-decay", "0.9")
+    assert code == 0, err
+    payload = load_checkpoint(out)
+    assert payload["ema"]["own_statistics"] is True
+    # as checkpoints were written before the average kept statistics of its own: the generator's, no flag
+    older = copy.deepcopy(payload)
+    del older["ema"]["own_statistics"]
+    for name, value in payload["generator"].items():
+        if "running_" in name:
+            older["ema"]["module"][name] = value.clone()
+    write_checkpoint({k: v for k, v in older.items() if k not in ("kind", "format_version")}, tmp_path / "older.pt")
+    generator, _ = load_generator(tmp_path / "older.pt", CPU)
+    recalibrated = generator.state_dict()
+    assert any("running_" in name for name in recalibrated)
+    for name, value in payload["ema"]["module"].items():  # the statistics training saves today
+        torch.testing.assert_close(recalibrated[name], value)
+    ema = build_gan(config_from_dict(older["config"], "older.pt"), CPU).ema
+    ema.load_state_dict(older["ema"])
+    assert ema.stale  # a resumed run recomputes them before it next samples or saves
+    ema.load_state_dict(payload["ema"])
+    assert not ema.stale

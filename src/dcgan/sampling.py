@@ -17,6 +17,7 @@ from .config import TrainConfig, config_from_dict
 from .errors import UserError, reason
 from .images import grid_image, to_uint8
 from .networks import build_generator
+from .networks.calibration import calibration_samples, recalibrate
 from .ops import seeded_noise
 
 
@@ -31,7 +32,11 @@ def load_generator(path: str | Path, device: torch.device) -> tuple[nn.Module, T
         generator.load_state_dict(weights)
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
         raise UserError(f"{path}: checkpoint does not match this model's architecture ({reason(exc)})") from None
-    return generator.to(device).eval(), config
+    generator = generator.to(device).eval()
+    if weights is not payload["generator"] and not ema.get("own_statistics", False):
+        # written before the average kept batch-norm statistics of its own: recompute them as training does
+        recalibrate(generator, calibration_samples(config.image_size))
+    return generator, config
 
 
 def parse_labels(text: str, num_classes: int, *, flag: str = "--labels") -> list[int]:

@@ -47,11 +47,11 @@ class EMA:
         self.stale = True
 
     def state_dict(self) -> dict[str, Any]:
-        """The averaged weights and the update count."""
-        return {"module": self.module.state_dict(), "updates": self.updates}
+        """The averaged weights, the update count, and whether its batch-norm statistics are its own."""
+        return {"module": self.module.state_dict(), "updates": self.updates, "own_statistics": not self.stale}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Undo `state_dict`."""
         self.module.load_state_dict(state["module"])
         self.updates = int(state["updates"])
-        self.stale = False
+        self.stale = not state.get("own_statistics", False)  # older checkpoints hold the generator's

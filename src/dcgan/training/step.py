@@ -14,7 +14,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..device import autocast_for
 from ..networks import build_discriminator, build_generator
-from ..ops import recalibrate_batch_norm, seeded_noise
+from ..networks.calibration import MAX_CALIBRATION_SAMPLES, calibration_samples, recalibrate
 from .augment import diff_augment
 from .distributed import World, broadcast_buffers, parallel
 from .ema import EMA
@@ -22,8 +22,6 @@ from .losses import discriminator_loss, generator_loss, r1_penalty
 
 LR_REFERENCE_BATCH = 32  # the tutorial's batch size, which its learning rates were tuned for
 # generated images whose batch-norm statistics the moving average samples with: a budget of pixels, within limits
-MAX_CALIBRATION_SAMPLES = 1024
-CALIBRATION_PIXELS = MAX_CALIBRATION_SAMPLES * 28 * 28
 
 
 @dataclass
@@ -65,7 +63,7 @@ class GAN:
         if self.ema is None:
             return self.generator
         if self.ema.stale:
-            recalibrate_batch_norm(self.ema.module, *calibration_inputs(self.ema.module, self.calibration_samples))
+            recalibrate(self.ema.module, self.calibration_samples)
             self.ema.stale = False
         return self.ema.module
 
@@ -81,19 +79,6 @@ class GAN:
         tensors = [t for module in (self.generator, self.discriminator)
                    for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
         return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
-
-
-def calibration_inputs(generator: nn.Module, num: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`num` fixed noise vectors and the labels the generator draws for them, as G's arguments."""
-    device = next(generator.parameters()).device
-    noise = seeded_noise(num, generator.latent_dim, 0).to(device)
-    labels = generator.sample_labels(num, seed=0)  # None when unconditional
-    return noise, None if labels is None else labels.to(device)
-
-
-def calibration_samples(image_size: int) -> int:
-    """Images whose batch-norm statistics the moving average samples with: 1,024 up to 28x28, fewer when larger."""
-    return min(MAX_CALIBRATION_SAMPLES, max(128, CALIBRATION_PIXELS // image_size**2))
 
 
 def learning_rates(config: TrainConfig) -> tuple[float, float]:
