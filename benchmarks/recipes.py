@@ -23,9 +23,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shlex
 import shutil
-import os
 import statistics
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path

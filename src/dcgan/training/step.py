@@ -21,7 +21,6 @@ from .ema import EMA
 from .losses import discriminator_loss, generator_loss, r1_penalty
 
 LR_REFERENCE_BATCH = 32  # the tutorial's batch size, which its learning rates were tuned for
-# generated images whose batch-norm statistics the moving average samples with: a budget of pixels, within limits
 
 
 @dataclass
