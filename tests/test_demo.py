@@ -203,7 +203,7 @@ def test_the_page_generates_downloads_and_interpolates_without_the_internet(serv
             page.goto(server)
             sync_api.expect(page.locator("#title")).to_contain_text("8x8 greyscale images, conditional on 10 classes")
             sync_api.expect(page).to_have_title("dcgan demo: conditional")
-            assert page.locator("#label").is_visible()
+            sync_api.expect(page.locator("#label")).to_be_visible()  # waits: the title can render first
 
             def shown(selector: str, previous: str | None = None) -> tuple[str, bytes]:
                 image = page.locator(f"{selector} img")
