@@ -8,6 +8,7 @@ A single process is a world of size 1, where every helper here does nothing.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import os
 from collections.abc import Callable, Mapping
@@ -89,10 +90,13 @@ def start(world: World, device: torch.device) -> World:
 def stop(world: World, *, together: bool = True) -> None:
     """Leave the process group; `together`: once every rank has come this far (after a failure, at once).
 
-    Leaving together keeps a rank from closing its connections while a peer still reads from them:
-    gloo can abort the peer ("terminate called without an active exception") when that happens.
+    Leaving together keeps a rank from closing its connections while a peer still reads from them,
+    and collecting garbage first frees DistributedDataParallel wrappers, which hold the group, while
+    the interpreter is whole: otherwise gloo can abort a rank ("terminate called without an active
+    exception") as the process exits.
     """
     if world.distributed and dist.is_initialized():
+        gc.collect()
         if together:
             dist.barrier(group=world.control)
         dist.destroy_process_group()
