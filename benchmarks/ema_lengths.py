@@ -1,9 +1,10 @@
 """Score several lengths of the generator's moving average, all from one training run.
 
 Trains `dcgan train FLAGS` once, in this process, while keeping extra moving averages of G's
-weights beside the run's own. Each follows the power profile of `--ema-power`: the decay of
-update n (from 0) is min(cap, (1 + n) / (power + 2 + n)), so the average weighs step m of n about
-as (m / n)^power (Karras et al., 2024): a smaller power averages over more of the run. The extra
+weights beside the run's own. Each is the run's `EMA` with another warm-up: the decay of update n
+(from 0) is min(cap, (1 + n) / (power + 2 + n)), so the average weighs step m of n about as
+(m / n)^power (Karras et al., 2024): a smaller power averages over more of the run; the run's own
+is power 8 capped at its `--ema-decay`. The extra
 averages only read G's weights, so the training is the run it would be without them. At the end
 each average is saved as a copy of the final checkpoint and scored with `dcgan evaluate`
 (10,000 samples, the same noise for every average: the comparison is paired).
@@ -18,9 +19,7 @@ each average is saved as a copy of the final checkpoint and scored with `dcgan e
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -30,22 +29,15 @@ from dcgan.cli import main as dcgan_main
 from dcgan.training import ema as ema_module
 
 
-class PowerAverage:
-    """A moving average of a module's weights with decay min(cap, (1 + n) / (power + 2 + n))."""
+class PowerAverage(ema_module.EMA):
+    """The run's moving average with decay min(cap, (1 + n) / (power + 2 + n))."""
 
     def __init__(self, module: torch.nn.Module, *, power: float, cap: float) -> None:
-        self.power, self.cap = power, cap
-        self.module = copy.deepcopy(module)
-        self.updates = 0
+        super().__init__(module, decay=cap)
+        self.power = power
 
-    @torch.no_grad()
-    def update(self, module: torch.nn.Module) -> None:
-        """Move towards `module`'s weights; copy its buffers (recomputed when the checkpoint is used)."""
-        decay = min(self.cap, (1 + self.updates) / (self.power + 2 + self.updates))
-        torch._foreach_lerp_(list(self.module.parameters()), [p.detach() for p in module.parameters()], 1 - decay)
-        for mine, theirs in zip(self.module.buffers(), module.buffers()):
-            mine.copy_(theirs)
-        self.updates += 1
+    def current_decay(self) -> float:
+        return min(self.decay, (1 + self.updates) / (self.power + 2 + self.updates))
 
 
 def keep_extra_averages(specs: list[tuple[float, float]]) -> list[PowerAverage]:
@@ -56,9 +48,8 @@ def keep_extra_averages(specs: list[tuple[float, float]]) -> list[PowerAverage]:
     def update(self: ema_module.EMA, module: torch.nn.Module) -> None:
         if not averages:  # the first update: every average starts, as the run's does, from G's initial weights
             averages.extend(PowerAverage(self.module, power=power, cap=cap) for power, cap in specs)
-        original_update(self, module)
-        for average in averages:
-            average.update(module)
+        for average in (self, *averages):
+            original_update(average, module)
 
     ema_module.EMA.update = update
     return averages
@@ -85,10 +76,6 @@ def main() -> None:
     flags = [f for f in args.train_flags if f != "--"]
     if args.out.exists():
         parser.error(f"--out {args.out} exists: pick a new directory")
-    threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or None
-    if threads:
-        torch.set_num_threads(threads)
-
     averages = keep_extra_averages(args.average)
     code = dcgan_main(["train", *flags, "--quiet", "--sample-every", "0", "--device", "cpu", "--out", str(args.out)])
     if code:
@@ -99,8 +86,8 @@ def main() -> None:
     for average in averages:
         gap = max((average.module.state_dict()[k] - v).abs().max().item() for k, v in own.items()
                   if v.is_floating_point() and "running" not in k)
-        name = f"power{average.power:g}-cap{average.cap:g}"
-        payload["ema"] = {"module": average.module.state_dict(), "updates": average.updates, "own_statistics": False}
+        name = f"power{average.power:g}-cap{average.decay:g}"
+        payload["ema"] = average.state_dict()  # its batch-norm statistics are recomputed when it is loaded
         checkpoint = args.out / f"{name}.pt"
         torch.save(payload, checkpoint)
         scores_file = args.out / f"{name}.json"
@@ -111,9 +98,9 @@ def main() -> None:
         if dcgan_main(evaluate):
             sys.exit(1)
         scores = json.loads(scores_file.read_text())
-        results.append({"power": average.power, "cap": average.cap, "updates": average.updates,
+        results.append({"power": average.power, "cap": average.decay, "updates": average.updates,
                         "max_weight_gap_to_run_average": gap, **scores})
-        print(f"power {average.power:g} cap {average.cap:g}: FID {scores['fid']:.2f} precision "
+        print(f"power {average.power:g} cap {average.decay:g}: FID {scores['fid']:.2f} precision "
               f"{scores['precision']:.3f} recall {scores['recall']:.3f}"
               + (f" class {scores['class_match']:.3f}" if scores.get("class_match") is not None else "")
               + f" (largest weight gap to the run's own average {gap:.2g})", flush=True)
