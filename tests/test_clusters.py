@@ -90,18 +90,35 @@ def test_mode_seeking_loss_known_answer() -> None:
     assert mode_seeking_loss(fake, anchor, noise, anchor_noise).item() == pytest.approx(1 / (0.25 + 1e-5))
 
 
+def test_mode_seeking_per_pair_pushes_hardest_on_the_most_alike_pair() -> None:
+    anchor = torch.zeros(2, 1, 4, 4)
+    fake = torch.stack([anchor[0] + 0.5, anchor[1] + 0.25]).requires_grad_(True)  # pair gaps 0.5 and 0.25
+    noise, anchor_noise = torch.full((2, 16), 1.0), torch.full((2, 16), -1.0)  # |z - z'| = 2 for both
+    per_pair = mode_seeking_loss(fake, anchor, noise, anchor_noise, per_pair=True)
+    assert per_pair.item() == pytest.approx((1 / 0.25 + 1 / 0.125) / 2, rel=1e-3)  # ratios 0.25 and 0.125
+    (grad,) = torch.autograd.grad(per_pair, fake)
+    assert grad[1].abs().sum().item() == pytest.approx(4 * grad[0].abs().sum().item(), rel=1e-3)  # 1 / ratio²
+    batch = mode_seeking_loss(fake, anchor, noise, anchor_noise)
+    assert batch.item() == pytest.approx(1 / (0.375 / 2), rel=1e-3)
+    (grad,) = torch.autograd.grad(batch, fake)
+    assert grad[1].abs().sum().item() == pytest.approx(grad[0].abs().sum().item())  # one ratio: every pair alike
+
+
 def test_mode_seeking_changes_only_the_generator_update() -> None:
-    """The term is in G's loss only: with it, D's step is unchanged and G's differs."""
+    """The term is in G's loss only: with it (per batch or per pair), D's step is unchanged and G's differs."""
     real = torch.rand(8, 1, 8, 8) * 2 - 1
     states = []
-    for weight in (0.0, 1.0):
+    for weight, per_pair in ((0.0, False), (1.0, False), (1.0, True)):
         torch.manual_seed(0)
-        gan = build_gan(TrainConfig(image_size=8, latent_dim=4, precision="fp32"), CPU)
-        TrainingStep(gan, latent_dim=4, mode_seeking=weight)(real)
+        config = TrainConfig(image_size=8, latent_dim=4, precision="fp32", mode_seeking=weight,
+                             mode_seeking_pairs=per_pair)
+        gan = build_gan(config, CPU)
+        TrainingStep.from_config(gan, config, CPU)(real)
         states.append((gan.generator.state_dict(), gan.discriminator.state_dict()))
-    (g0, d0), (g1, d1) = states
-    assert all(torch.equal(d0[k], d1[k]) for k in d0)
+    (g0, d0), (g1, d1), (g2, d2) = states
+    assert all(torch.equal(d0[k], d1[k]) and torch.equal(d0[k], d2[k]) for k in d0)
     assert not all(torch.equal(g0[k], g1[k]) for k in g0)
+    assert not all(torch.equal(g1[k], g2[k]) for k in g1)
 
 
 @pytest.mark.parametrize(("flags", "message"), [

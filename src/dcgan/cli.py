@@ -106,6 +106,9 @@ def _add_train(sub: Any) -> None:
                    help="keep a moving average of G's weights (decay D, e.g. 0.999) and sample from it; 0: off")
     g.add_argument("--mode-seeking", type=_non_negative_float, default=s, metavar="W",
                    help="weight of a term in G's loss that rewards different images for different noise; 0: off")
+    g.add_argument("--mode-seeking-pairs", action=argparse.BooleanOptionalAction, default=s,
+                   help="the mode-seeking term per pair of samples, pushing hardest on the most alike pairs "
+                        "(default: one ratio for the whole batch, as Mao et al.)")
     g.add_argument("--d-steps", type=_positive_int, default=s, help="discriminator steps per generator step")
     g.add_argument("--r1", type=_non_negative_float, default=s, metavar="GAMMA",
                    help="R1 penalty on D: GAMMA/2 times the mean squared gradient of D's logit at real images; "

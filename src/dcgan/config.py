@@ -47,6 +47,7 @@ class TrainConfig:
     spectral_norm: bool = False  # spectral normalisation of D's layers
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of G's weights, used for sampling
     mode_seeking: float = 0.0  # > 0: weight of the mode-seeking term (Mao et al., 2019) in G's loss
+    mode_seeking_pairs: bool = False  # the term per pair of samples (pushes hardest on the most alike) vs per batch
     d_steps: int = 1  # discriminator steps per generator step
     r1: float = 0.0  # > 0: weight gamma of the R1 penalty, gamma/2 * E|grad_x D(x)|^2 on real images
     augment: bool = False  # differentiable translation + cutout of D's inputs
@@ -151,7 +152,7 @@ class TrainConfig:
 # A preset sets hyper-parameters only; execution options (device, precision, output) stay the user's.
 TUTORIAL = dict(latent_dim=16, batch_size=32, lr_d=1e-3, lr_g=2e-4, beta1=0.5, beta2=0.999, loss="bce",
                 spectral_norm=False, ema_decay=0.0, d_steps=1, r1=0.0, augment=False, conditional=False, clusters=0,
-                mode_seeking=0.0)
+                mode_seeking=0.0, mode_seeking_pairs=False)
 # `default` and `conditional` are the best recipes measured so far (docs/quality.md has the numbers).
 PRESETS: dict[str, dict[str, Any]] = {
     "tutorial": TUTORIAL,

@@ -127,7 +127,8 @@ class TrainingStep:
     """
 
     def __init__(self, gan: GAN, *, latent_dim: int, loss: str = "bce", augment: bool = False, d_steps: int = 1,
-                 mode_seeking: float = 0.0, reuse_fake: bool = False, r1: float = 0.0,
+                 mode_seeking: float = 0.0, mode_seeking_pairs: bool = False, reuse_fake: bool = False,
+                 r1: float = 0.0,
                  autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext, world: World = World(),
                  device: torch.device = torch.device("cpu")) -> None:
         self.gan = gan
@@ -137,6 +138,7 @@ class TrainingStep:
         self.augment = augment
         self.d_steps = d_steps
         self.mode_seeking = mode_seeking
+        self.mode_seeking_pairs = mode_seeking_pairs
         self.reuse_fake = reuse_fake
         self.r1 = r1
         self.autocast = autocast
@@ -150,7 +152,8 @@ class TrainingStep:
                     ) -> TrainingStep:
         """The step that `config`'s recipe describes, in its precision on `device`, for this process of `world`."""
         return cls(gan, latent_dim=config.latent_dim, loss=config.loss, augment=config.augment,
-                   d_steps=config.d_steps, mode_seeking=config.mode_seeking, reuse_fake=config.reuse_fake,
+                   d_steps=config.d_steps, mode_seeking=config.mode_seeking,
+                   mode_seeking_pairs=config.mode_seeking_pairs, reuse_fake=config.reuse_fake,
                    r1=config.r1, autocast=autocast_for(config.precision, device), world=world, device=device)
 
     def __call__(self, real: torch.Tensor, labels: torch.Tensor | None = None
@@ -182,7 +185,8 @@ class TrainingStep:
             with self.autocast():
                 g_fake = generator(g_noise, labels)
             if self.mode_seeking:  # the D step's batch: same labels, other noise, so its images should differ
-                penalty = self.mode_seeking * mode_seeking_loss(g_fake, fake, g_noise, noise)
+                penalty = self.mode_seeking * mode_seeking_loss(g_fake, fake, g_noise, noise,
+                                                                   per_pair=self.mode_seeking_pairs)
             fake = g_fake
         g_loss = self.generator_step(fake, labels, penalty=penalty)
         return d_loss, d_real, d_fake, g_loss
@@ -262,8 +266,18 @@ class Logits(nn.Module):
         return torch.cat([self.discriminator.logits(half, half_labels) for half, half_labels in halves])
 
 
-def mode_seeking_loss(fake: torch.Tensor, anchor: torch.Tensor, noise: torch.Tensor, anchor_noise: torch.Tensor
-                      ) -> torch.Tensor:
-    """1 / (mean |G(z) - G(z')| / mean |z - z'|): large when different noise gives the same image."""
+def mode_seeking_loss(fake: torch.Tensor, anchor: torch.Tensor, noise: torch.Tensor, anchor_noise: torch.Tensor,
+                      *, per_pair: bool = False) -> torch.Tensor:
+    """1 / (mean |G(z) - G(z')| / mean |z - z'|): large when different noise gives the same image.
+
+    `per_pair`: the mean over pairs i of 1 / (mean |G(z_i) - G(z'_i)| / mean |z_i - z'_i|). Its
+    gradient on a pair grows as 1 / ratio_i², so the most alike pairs (collapsed modes) are pushed
+    apart hardest, and pairs already far apart hardly at all; the batch's one ratio pushes every
+    pair equally.
+    """
+    if per_pair:
+        image_gap = (fake.float() - anchor.float()).abs().flatten(1).mean(dim=1)  # (B,)
+        noise_gap = (noise - anchor_noise).abs().flatten(1).mean(dim=1)  # (B,)
+        return (1 / (image_gap / noise_gap + 1e-5)).mean()
     ratio = (fake.float() - anchor.float()).abs().mean() / (noise - anchor_noise).abs().mean()
     return 1 / (ratio + 1e-5)
