@@ -126,6 +126,7 @@ def test_mode_seeking_changes_only_the_generator_update() -> None:
     (("--clusters", "3", "--conditional"), "--clusters and --conditional exclude each other"),
     (("--mode-seeking", "1", "--reuse-fake"), "cannot be used with --reuse-fake"),
     (("--mode-seeking", "-1"), "--mode-seeking"),
+    (("--mismatched-labels",), "--mismatched-labels needs labels to mismatch"),
 ])
 def test_bad_cluster_and_mode_seeking_options_are_one_line_errors(run_cli, idx_dir, tmp_path, flags, message):
     code, _, err = run_cli("train", "--data", idx_dir, "--out", tmp_path / "run", "--steps", "2", *TINY, *flags)

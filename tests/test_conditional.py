@@ -22,7 +22,8 @@ from dcgan.config import TrainConfig
 from dcgan.errors import UserError
 from dcgan.evaluation.classifier import embed, load_classifier
 from dcgan.sampling import generate, load_generator, parse_labels
-from dcgan.training.step import build_gan
+from dcgan.training.losses import bce_discriminator
+from dcgan.training.step import TrainingStep, build_gan, wrong_labels
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -91,6 +92,35 @@ def test_spectral_norm_is_present_only_when_asked_for(conditional: bool) -> None
         normed.discriminator.logits(torch.zeros(2, 1, 28, 28), *([torch.tensor([0, 1])] if conditional else []))
     classify = normed.discriminator.classify.weight
     assert torch.linalg.matrix_norm(classify, ord=2).item() == pytest.approx(1.0, rel=1e-2)
+
+
+def test_wrong_labels_are_every_other_class_never_the_right_one() -> None:
+    torch.manual_seed(0)
+    labels = torch.arange(10).repeat(200)
+    wrong = wrong_labels(labels, 10)
+    assert wrong.shape == labels.shape and not (wrong == labels).any()
+    assert wrong.min() >= 0 and wrong.max() <= 9
+    for label in range(10):  # each class's wrong labels cover the nine others
+        assert set(wrong[labels == label].tolist()) == set(range(10)) - {label}
+
+
+def test_mismatched_labels_add_real_images_with_wrong_labels_to_the_fakes() -> None:
+    """L_D = ½ [BCE(D(x, y), 1) + ½ (BCE(D(G(z, y), y), 0) + BCE(D(x, y'), 0))], y' drawn by `wrong_labels`."""
+    config = TrainConfig(device="cpu", precision="fp32", conditional=True, num_classes=10, mismatched_labels=True)
+    torch.manual_seed(0)
+    gan = build_gan(config, CPU)
+    real, fake = torch.rand(8, 1, 28, 28) * 2 - 1, torch.rand(8, 1, 28, 28) * 2 - 1
+    labels = torch.arange(8)
+    torch.manual_seed(1)  # the same wrong labels and dropout masks in both computations
+    wrong = wrong_labels(labels, 10)
+    with torch.no_grad():
+        logits = gan.discriminator.logits(torch.cat([real, fake, real]), torch.cat([labels, labels, wrong]))
+    real_logits, fake_logits, mismatched_logits = logits.split(8)
+    expected = bce_discriminator(real_logits, torch.cat([fake_logits, mismatched_logits]))
+    torch.manual_seed(1)
+    d_loss, _, d_fake = TrainingStep.from_config(gan, config, CPU).discriminator_step(real, fake, labels)
+    assert d_loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert d_fake.item() == pytest.approx(torch.sigmoid(fake_logits).mean().item(), rel=1e-5)
 
 
 @pytest.mark.parametrize(("text", "expected"), [("7", [7]), ("0-9", list(range(10))), ("1,3,5", [1, 3, 5]),

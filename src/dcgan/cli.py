@@ -109,6 +109,9 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--mode-seeking-pairs", action=argparse.BooleanOptionalAction, default=s,
                    help="the mode-seeking term per pair of samples, pushing hardest on the most alike pairs "
                         "(default: one ratio for the whole batch, as Mao et al.)")
+    g.add_argument("--mismatched-labels", action=argparse.BooleanOptionalAction, default=s,
+                   help="with --conditional or --clusters: D is also shown real images with a wrong label as fakes, "
+                        "so it judges whether an image matches its label (Reed et al. 2016)")
     g.add_argument("--d-steps", type=_positive_int, default=s, help="discriminator steps per generator step")
     g.add_argument("--r1", type=_non_negative_float, default=s, metavar="GAMMA",
                    help="R1 penalty on D: GAMMA/2 times the mean squared gradient of D's logit at real images; "

@@ -48,6 +48,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of G's weights, used for sampling
     mode_seeking: float = 0.0  # > 0: weight of the mode-seeking term (Mao et al., 2019) in G's loss
     mode_seeking_pairs: bool = False  # the term per pair of samples (pushes hardest on the most alike) vs per batch
+    mismatched_labels: bool = False  # labelled GANs: D also learns that real images with a wrong label are fake
     d_steps: int = 1  # discriminator steps per generator step
     r1: float = 0.0  # > 0: weight gamma of the R1 penalty, gamma/2 * E|grad_x D(x)|^2 on real images
     augment: bool = False  # differentiable translation + cutout of D's inputs
@@ -110,6 +111,8 @@ class TrainConfig:
         if self.clusters and self.conditional:
             raise UserError("--clusters and --conditional exclude each other: --conditional uses the data's labels, "
                             "--clusters replaces them with k-means clusters")
+        if self.mismatched_labels and not (self.conditional or self.clusters):
+            raise UserError("--mismatched-labels needs labels to mismatch: add --conditional or --clusters K")
         if self.mode_seeking and self.reuse_fake:
             raise UserError("--mode-seeking compares the D step's generated batch with the G step's, "
                             "so it cannot be used with --reuse-fake (one batch for both)")
@@ -152,7 +155,7 @@ class TrainConfig:
 # A preset sets hyper-parameters only; execution options (device, precision, output) stay the user's.
 TUTORIAL = dict(latent_dim=16, batch_size=32, lr_d=1e-3, lr_g=2e-4, beta1=0.5, beta2=0.999, loss="bce",
                 spectral_norm=False, ema_decay=0.0, d_steps=1, r1=0.0, augment=False, conditional=False, clusters=0,
-                mode_seeking=0.0, mode_seeking_pairs=False)
+                mode_seeking=0.0, mode_seeking_pairs=False, mismatched_labels=False)
 # `default` and `conditional` are the best recipes measured so far (docs/quality.md has the numbers).
 PRESETS: dict[str, dict[str, Any]] = {
     "tutorial": TUTORIAL,

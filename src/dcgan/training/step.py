@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -127,8 +128,8 @@ class TrainingStep:
     """
 
     def __init__(self, gan: GAN, *, latent_dim: int, loss: str = "bce", augment: bool = False, d_steps: int = 1,
-                 mode_seeking: float = 0.0, mode_seeking_pairs: bool = False, reuse_fake: bool = False,
-                 r1: float = 0.0,
+                 mode_seeking: float = 0.0, mode_seeking_pairs: bool = False, mismatched_labels: bool = False,
+                 reuse_fake: bool = False, r1: float = 0.0,
                  autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext, world: World = World(),
                  device: torch.device = torch.device("cpu")) -> None:
         self.gan = gan
@@ -139,6 +140,7 @@ class TrainingStep:
         self.d_steps = d_steps
         self.mode_seeking = mode_seeking
         self.mode_seeking_pairs = mode_seeking_pairs
+        self.mismatched_labels = mismatched_labels
         self.reuse_fake = reuse_fake
         self.r1 = r1
         self.autocast = autocast
@@ -153,7 +155,8 @@ class TrainingStep:
         """The step that `config`'s recipe describes, in its precision on `device`, for this process of `world`."""
         return cls(gan, latent_dim=config.latent_dim, loss=config.loss, augment=config.augment,
                    d_steps=config.d_steps, mode_seeking=config.mode_seeking,
-                   mode_seeking_pairs=config.mode_seeking_pairs, reuse_fake=config.reuse_fake,
+                   mode_seeking_pairs=config.mode_seeking_pairs, mismatched_labels=config.mismatched_labels,
+                   reuse_fake=config.reuse_fake,
                    r1=config.r1, autocast=autocast_for(config.precision, device), world=world, device=device)
 
     def __call__(self, real: torch.Tensor, labels: torch.Tensor | None = None
@@ -196,19 +199,26 @@ class TrainingStep:
         """One Adam step on D; returns (d_loss, mean D(x), mean D(G(z))), still on the device.
 
         L_D = ½ [BCE(D(x), 1) + BCE(D(G(z)), 0)] for the tutorial's loss, plus with `r1` the R1
-        penalty γ/2 · E|∇ₓ D(x)|² (Mescheder et al., 2018), which keeps D flat on the data. Real and
-        generated images go through D as one batch, which `Logits` splits into two passes when D has
-        batch norm.
+        penalty γ/2 · E|∇ₓ D(x)|² (Mescheder et al., 2018), which keeps D flat on the data. With
+        `mismatched_labels`, real images paired with a wrong label y' join the fakes (Reed et al.,
+        2016): L_D = ½ [BCE(D(x, y), 1) + ½ (BCE(D(G(z, y), y), 0) + BCE(D(x, y'), 0))]. Real and
+        generated images go through D as one batch, which `Logits` splits into one pass per group
+        when D has batch norm.
         """
         opt_d = self.gan.opt_d
         opt_d.zero_grad(set_to_none=True)
         if self.r1:
             real = real.detach().requires_grad_(True)
+        images, image_labels = [real, fake], [labels, labels]
+        if self.mismatched_labels and labels is not None:
+            images.append(real)  # the real batch again, each image with another class's label
+            image_labels.append(wrong_labels(labels, self.gan.generator.num_classes))
         with self.autocast():
-            both = None if labels is None else torch.cat([labels, labels])
-            logits = self._d_logits(self.train_logits, torch.cat([real, fake]), both).float()  # (2B, 1)
-        real_logits, fake_logits = logits.split(real.shape[0])
-        d_loss = self.d_loss(real_logits, fake_logits)
+            joined_labels = None if labels is None else torch.cat(image_labels)
+            d_logits = functools.partial(self.train_logits, groups=len(images))
+            logits = self._d_logits(d_logits, torch.cat(images), joined_labels).float()  # (2B, 1), or (3B, 1)
+        real_logits, fake_logits, *mismatched_logits = logits.split(real.shape[0])
+        d_loss = self.d_loss(real_logits, torch.cat([fake_logits, *mismatched_logits]))
         (d_loss + 0.5 * self.r1 * r1_penalty(real_logits, real) if self.r1 else d_loss).backward()
         opt_d.step()
         return d_loss.detach(), torch.sigmoid(real_logits).mean().detach(), torch.sigmoid(fake_logits).mean().detach()
@@ -246,11 +256,12 @@ class TrainingStep:
 
 
 class Logits(nn.Module):
-    """A discriminator's logits of the D step's batch, real then generated images, as a module's
-    forward (DistributedDataParallel wraps `forward` alone).
+    """A discriminator's logits of the D step's batch, real then generated images (then, with
+    mismatched labels, real images again), as a module's forward (DistributedDataParallel wraps
+    `forward` alone).
 
-    A discriminator without batch norm takes both halves in one pass (the same result, cheaper);
-    one with batch norm takes each half in its own pass, so each is normalised by its own
+    A discriminator without batch norm takes every group in one pass (the same result, cheaper);
+    one with batch norm takes each group in its own pass, so each is normalised by its own
     statistics, as in the DCGAN paper.
     """
 
@@ -259,11 +270,17 @@ class Logits(nn.Module):
         self.discriminator = discriminator
         self.separate = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules())
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, groups: int = 2) -> torch.Tensor:
         if not self.separate:
             return self.discriminator.logits(images, labels)
-        halves = zip(images.chunk(2), (None, None) if labels is None else labels.chunk(2))
-        return torch.cat([self.discriminator.logits(half, half_labels) for half, half_labels in halves])
+        parts = zip(images.chunk(groups), (None,) * groups if labels is None else labels.chunk(groups))
+        return torch.cat([self.discriminator.logits(part, part_labels) for part, part_labels in parts])
+
+
+def wrong_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """For each label, another class drawn uniformly from the other num_classes - 1: (B,)."""
+    shift = torch.randint(1, num_classes, labels.shape, device=labels.device)
+    return (labels + shift) % num_classes
 
 
 def mode_seeking_loss(fake: torch.Tensor, anchor: torch.Tensor, noise: torch.Tensor, anchor_noise: torch.Tensor,
