@@ -22,8 +22,8 @@ def test_the_default_preset_is_used_when_none_is_named() -> None:
     assert resolve_config().preset == "default"
     assert resolve_config({"seed": 2}).preset == "default"
     default, tutorial = resolve_config(), resolve_config({}, {"preset": "tutorial"})
-    recipe = ("ema_decay", "clusters", "mode_seeking", "lr_g", "lr_d")
-    assert [getattr(default, name) for name in recipe] == [0.999, 50, 1.25, 1.6e-3, 5e-4]
+    recipe = ("ema_decay", "clusters", "mode_seeking", "mode_seeking_pairs", "lr_g", "lr_d")
+    assert [getattr(default, name) for name in recipe] == [0.999, 50, 0.75, True, 1.6e-3, 5e-4]
     assert {k: v for k, v in default.to_dict().items() if k not in ("preset", *recipe)} == \
         {k: v for k, v in tutorial.to_dict().items() if k not in ("preset", *recipe)}
 

@@ -163,7 +163,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # G step reuses the D step's generated batch)
     "dcgan": {**TUTORIAL, "arch": "dcgan", "image_size": 64, "latent_dim": 100, "batch_size": 128, "lr_d": 2e-4,
               "lr_g": 2e-4, "reuse_fake": True},
-    "default": {**TUTORIAL, "ema_decay": 0.999, "clusters": 50, "mode_seeking": 1.25, "lr_g": 1.6e-3, "lr_d": 5e-4},
+    "default": {**TUTORIAL, "ema_decay": 0.999, "clusters": 50, "mode_seeking": 0.75, "mode_seeking_pairs": True,
+                "lr_g": 1.6e-3, "lr_d": 5e-4},
     "conditional": {**TUTORIAL, "ema_decay": 0.999, "conditional": True},
 }
 DEFAULT_PRESET = "default"  # used when neither a flag nor a config file names one
