@@ -153,6 +153,14 @@ def test_too_small_a_data_set_for_clusters_trains_unconditionally(run_cli, image
     assert payload["config"]["clusters"] == 0 and "cluster_prior" not in payload["generator"]
 
 
+def test_mismatched_labels_are_dropped_with_the_clusters_on_too_small_a_data_set(run_cli, image_folder, tmp_path):
+    code, _, err = run_cli("train", "--data", image_folder, "--out", tmp_path / "run", "--steps", "1",
+                           "--clusters", "50", "--mismatched-labels", *TINY)  # 100 images: no clusters
+    assert code == 0, err
+    config = load_checkpoint(tmp_path / "run")["config"]
+    assert config["clusters"] == 0 and config["mismatched_labels"] is False
+
+
 def test_train_generate_and_evaluate_a_cluster_model(run_cli, idx_dir, tmp_path):
     run = tmp_path / "run"
     code, _, err = run_cli("train", "--data", idx_dir, "--out", run, "--steps", "4", "--clusters", "3",

@@ -49,7 +49,8 @@ def with_clusters(config: TrainConfig, data: ImageData, *, log: Callable[[str], 
         log(f"--clusters {config.clusters}: {data.source} has {len(data)} images, enough for "
             + (f"{clusters} clusters" if clusters >= 2 else "no clusters: training unconditionally")
             + f" (at least {MIN_IMAGES_PER_CLUSTER} images per cluster)")
-        config = config.replace(clusters=clusters if clusters >= 2 else 0)
+        config = config.replace(clusters=clusters if clusters >= 2 else 0,
+                                mismatched_labels=config.mismatched_labels and clusters >= 2)
         if not config.clusters:
             return config, data, None
     log(f"clustering {len(data)} images into {config.clusters} groups")
