@@ -28,10 +28,11 @@ def test_the_default_preset_is_used_when_none_is_named() -> None:
         {k: v for k, v in tutorial.to_dict().items() if k not in ("preset", *recipe)}
 
 
-def test_the_conditional_preset_is_the_tutorial_with_labels_and_an_average() -> None:
+def test_the_conditional_preset_is_the_tutorial_with_labels_an_average_and_variety_terms() -> None:
     conditional, tutorial = resolve_config({}, {"preset": "conditional"}), resolve_config({}, {"preset": "tutorial"})
     assert conditional.to_dict() == {**tutorial.to_dict(), "preset": "conditional", "conditional": True,
-                                     "ema_decay": 0.999}
+                                     "ema_decay": 0.999, "mode_seeking": 1.25, "mode_seeking_pairs": True,
+                                     "mismatched_labels": True, "lr_d": 5e-4}
 
 
 def test_labels_replace_the_default_presets_clusters_unless_clusters_are_asked_for() -> None:

@@ -163,7 +163,8 @@ PRESETS: dict[str, dict[str, Any]] = {
               "lr_g": 2e-4, "reuse_fake": True},
     "default": {**TUTORIAL, "ema_decay": 0.999, "clusters": 50, "mode_seeking": 0.75, "mode_seeking_pairs": True,
                 "lr_g": 1.6e-3, "lr_d": 5e-4},
-    "conditional": {**TUTORIAL, "ema_decay": 0.999, "conditional": True},
+    "conditional": {**TUTORIAL, "ema_decay": 0.999, "conditional": True, "mode_seeking": 1.25,
+                    "mode_seeking_pairs": True, "mismatched_labels": True, "lr_d": 5e-4},
 }
 DEFAULT_PRESET = "default"  # used when neither a flag nor a config file names one
 
