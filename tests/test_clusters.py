@@ -123,6 +123,7 @@ def test_mode_seeking_changes_only_the_generator_update() -> None:
 
 @pytest.mark.parametrize(("flags", "message"), [
     (("--clusters", "1"), "--clusters must be 0 (off) or at least 2"),
+    (("--clusters", "3", "--conditional"), "--clusters and --conditional exclude each other"),
     (("--mode-seeking", "1", "--reuse-fake"), "cannot be used with --reuse-fake"),
     (("--mode-seeking", "-1"), "--mode-seeking"),
     (("--mismatched-labels",), "--mismatched-labels needs labels to mismatch"),

@@ -37,7 +37,8 @@ def test_the_conditional_preset_is_the_tutorial_with_labels_an_average_and_varie
 
 def test_labels_replace_the_default_presets_clusters_unless_clusters_are_asked_for() -> None:
     assert resolve_config({}, {"conditional": True}).clusters == 0
-    assert resolve_config({}, {"conditional": True, "clusters": 10}).clusters == 10  # 10 within each class
+    with pytest.raises(UserError, match="--clusters and --conditional exclude each other"):
+        resolve_config({}, {"conditional": True, "clusters": 10})
 
 
 def test_reuse_fake_with_the_default_preset_asks_to_turn_mode_seeking_off() -> None:

@@ -122,8 +122,7 @@ def _add_train(sub: Any) -> None:
                    help="class-conditional GAN (labels from the data)")
     g.add_argument("--clusters", type=_non_negative_int, default=s, metavar="K",
                    help="train on K k-means clusters of the images as pseudo-classes (no labels needed); "
-                        "samples draw clusters by their sizes; with --conditional, K clusters within each class "
-                        "(asked for a class, G draws one of its clusters by their sizes); 0: off")
+                        "samples draw clusters by their sizes; 0: off")
     g.add_argument("--seed", type=_non_negative_int, default=s)
     g = p.add_argument_group("length")
     g.add_argument("--epochs", type=_non_negative_int, default=s)

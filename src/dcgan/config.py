@@ -54,8 +54,7 @@ class TrainConfig:
     augment: bool = False  # differentiable translation + cutout of D's inputs
     conditional: bool = False  # class-conditional G and projection D
     num_classes: int = 0  # set from the data when `conditional` (stored so checkpoints rebuild the model)
-    clusters: int = 0  # > 0: train on this many k-means clusters of the images as pseudo-classes (no labels
-    # used); with `conditional`, on this many clusters within each class
+    clusters: int = 0  # > 0: train on this many k-means clusters of the images as pseudo-classes (no labels used)
     # length: `steps` wins when set; `time_limit` (minutes) stops earlier, with a checkpoint; with both
     # `epochs` and `steps` 0, a run lasts until its `time_limit`
     epochs: int = 1
@@ -109,6 +108,9 @@ class TrainConfig:
                 raise UserError(f"{flag(name)} must be a finite number, got {getattr(self, name)}")
         if self.clusters == 1:
             raise UserError("--clusters must be 0 (off) or at least 2, got 1")
+        if self.clusters and self.conditional:
+            raise UserError("--clusters and --conditional exclude each other: --conditional uses the data's labels, "
+                            "--clusters replaces them with k-means clusters")
         if self.mismatched_labels and not (self.conditional or self.clusters):
             raise UserError("--mismatched-labels needs labels to mismatch: add --conditional or --clusters K")
         if self.mode_seeking and self.reuse_fake:
@@ -216,8 +218,8 @@ def resolve_config(file_values: dict[str, Any] | None = None, flag_values: dict[
         merged.update(epochs=0, steps=0)
     if merged.get("arch") == "dcgan" and "image_size" not in merged:
         merged["image_size"] = 64  # the architecture's own size; the tutorial's 28 is not one of its sizes
-    if merged.get("conditional") and not PRESETS[preset].get("conditional") and "clusters" not in chosen:
-        merged["clusters"] = 0  # the data's labels take the place of an unconditional preset's clusters
+    if merged.get("conditional") and "clusters" not in chosen:
+        merged["clusters"] = 0  # the data's labels take the place of the preset's clusters
     if merged.get("reuse_fake") and merged.get("mode_seeking") and "reuse_fake" not in chosen:
         merged["reuse_fake"] = False  # the preset's one-batch step gives way to the mode-seeking term asked for
     if merged.get("reuse_fake") and merged.get("mode_seeking") and "mode_seeking" not in chosen:

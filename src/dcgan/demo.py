@@ -46,8 +46,6 @@ def describe(trained: TrainedGenerator) -> str:
     conditioning = trained.generator.conditioning
     if conditioning == "classes":
         labels = f"conditional on {trained.num_classes} classes"
-        if getattr(trained.generator, "clusters_per_class", 0):
-            labels += f" ({trained.generator.clusters_per_class} k-means clusters each)"
     elif conditioning == "clusters":
         labels = f"trained on {trained.generator.num_classes} k-means clusters (drawn by their sizes)"
     else:

@@ -47,7 +47,7 @@ class Labelled(nn.Module):
         self.generator = generator
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        embedding = self.generator.label_embedding(z, labels).to(z.dtype)  # (N, E)
+        embedding = self.generator.embed(labels).to(z.dtype)  # (N, E)
         return self.generator.body(torch.cat([z, embedding], dim=1))
 
 
@@ -56,8 +56,6 @@ def metadata(generator: nn.Module, image_size: int, channels: int) -> dict[str, 
     values: dict[str, Any] = {"latent_dim": generator.latent_dim, "num_classes": generator.num_classes,
                               "conditioning": generator.conditioning, "image_size": image_size,
                               "channels": channels, "pixels": PIXELS, "noise": "z ~ N(0, 1)"}
-    if getattr(generator, "clusters_per_class", 0):  # the first noise coordinate picks the class's cluster
-        values["clusters_per_class"] = generator.clusters_per_class
     if generator.conditioning == "clusters":
         values["cluster_prior"] = json.dumps([round(p, 6) for p in generator.cluster_prior.tolist()])
     return {key: str(value) for key, value in values.items()}

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from .dcgan import DCGANDiscriminator, DCGANGenerator
-from .labelled import ClusterGenerator, ConditionalGenerator, ProjectionDiscriminator, SubclassGenerator
+from .labelled import ClusterGenerator, ConditionalGenerator, ProjectionDiscriminator
 from .tutorial import TutorialDiscriminator, TutorialGenerator
 
 
@@ -47,13 +47,9 @@ ARCHITECTURES: dict[str, Callable[[TrainConfig], Architecture]] = {
 
 
 def build_generator(config: TrainConfig) -> nn.Module:
-    """The generator that a config describes: unconditional, class-conditional (optionally on each class's
-    k-means clusters) or cluster-conditional."""
+    """The generator that a config describes: unconditional, class-conditional or cluster-conditional."""
     arch = ARCHITECTURES[config.arch](config)
     shape = dict(channels=channels_of(config), image_size=config.image_size)
-    if config.conditional and config.clusters:
-        return SubclassGenerator(arch.generator, latent_dim=config.latent_dim, num_classes=config.num_classes,
-                                 clusters_per_class=config.clusters, **shape)
     if config.clusters:
         return ClusterGenerator(arch.generator, latent_dim=config.latent_dim, num_clusters=config.clusters, **shape)
     if config.conditional:
@@ -67,15 +63,8 @@ def build_discriminator(config: TrainConfig) -> nn.Module:
     discriminator = ARCHITECTURES[config.arch](config).discriminator(channels=channels_of(config),
                                                                      image_size=config.image_size)
     if config.conditional or config.clusters:
-        discriminator = ProjectionDiscriminator(discriminator, num_classes=discriminator_classes(config))
+        discriminator = ProjectionDiscriminator(discriminator, num_classes=config.num_classes or config.clusters)
     return with_spectral_norm(discriminator) if config.spectral_norm else discriminator
-
-
-def discriminator_classes(config: TrainConfig) -> int:
-    """The labels a projection D tells apart: the classes, the clusters, or each class's clusters."""
-    if config.conditional and config.clusters:
-        return config.num_classes * config.clusters
-    return config.num_classes or config.clusters
 
 
 def channels_of(config: TrainConfig) -> int:

@@ -1,6 +1,5 @@
-"""Networks that take a label: a class-conditional generator, its variants trained on k-means
-clusters (of the whole data, or within each class), and a projection discriminator, each built
-around any architecture's unconditional networks.
+"""Networks that take a label: a class-conditional generator, its k-means-cluster variant, and a
+projection discriminator, each built around any architecture's unconditional networks.
 
 The generator joins a learned class embedding to the noise and feeds the joined vector to the
 architecture's generator; the discriminator adds the inner product of a class embedding with the
@@ -10,7 +9,6 @@ MNIST networks (image_size 28, 128*7*7 features).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -47,26 +45,14 @@ class ConditionalGenerator(nn.Module):
         labels = check_labels(labels, self.num_classes)
         if labels.shape[0] != z.shape[0]:
             raise ValueError(f"{z.shape[0]} noise vectors but {labels.shape[0]} labels")
-        joined = torch.cat([z, self.label_embedding(z, labels).to(z.dtype)], dim=1)  # (B, latent_dim + E)
+        joined = torch.cat([z, self.embed(labels.long()).to(z.dtype)], dim=1)  # (B, latent_dim + E)
         return self.body(joined)  # (B, C, 28, 28)
-
-    def label_embedding(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The embedding (B, E) joined to noise z for `labels` (checked by the caller)."""
-        return self.embed(labels.long())
 
     def morph(self, z: torch.Tensor, start: torch.Tensor, end: torch.Tensor, t: float) -> torch.Tensor:
         """Images between classes `start` and `end` (B,): their embeddings mixed (1 - t) : t, at fixed noise."""
         start, end = check_labels(start, self.num_classes), check_labels(end, self.num_classes)
-        embedding = torch.lerp(self.label_embedding(z, start), self.label_embedding(z, end), t).to(z.dtype)  # (B, E)
+        embedding = torch.lerp(self.embed(start.long()), self.embed(end.long()), t).to(z.dtype)  # (B, E)
         return self.body(torch.cat([z, embedding], dim=1))  # (B, C, 28, 28)
-
-    def classes_of(self, data_labels: torch.Tensor) -> torch.Tensor:
-        """The labels G is asked for, (B,), given the training data's labels: the same ones here."""
-        return data_labels
-
-    def discriminator_labels(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The labels D sees with G(z, labels), (B,): the same ones here."""
-        return labels
 
     def sample_labels(self, num: int, *, seed: int) -> torch.Tensor:
         """Every class in turn, 0, 1, ..., K-1, 0, ...: each equally often (to within one)."""
@@ -88,42 +74,6 @@ class ClusterGenerator(ConditionalGenerator):
         """`num` cluster indices (num,), drawn in proportion to the clusters' sizes, reproducibly from `seed`."""
         rng = torch.Generator().manual_seed(seed)
         return torch.multinomial(self.cluster_prior.float().cpu(), num, replacement=True, generator=rng)
-
-
-class SubclassGenerator(ConditionalGenerator):
-    """A class-conditional generator trained on k-means clusters within each class (`--conditional
-    --clusters K`): asked for class c, it draws c's cluster from the first noise coordinate.
-
-    Cluster j of class c is embedding c*K + j. With u = Φ(z₀), uniform for z ~ N(0, 1), the
-    cluster is the first j whose share of the class, summed over clusters 0..j, reaches u: so each
-    cluster is drawn as often as it holds images, and the same noise always gives the same image.
-    """
-
-    def __init__(self, body: Callable[..., nn.Module], *, latent_dim: int = 16, num_classes: int = 10,
-                 clusters_per_class: int = 5, embed_dim: int = 16, channels: int = 1, image_size: int = 28) -> None:
-        super().__init__(body, latent_dim=latent_dim, num_classes=num_classes, embed_dim=embed_dim,
-                         channels=channels, image_size=image_size)
-        self.clusters_per_class = clusters_per_class
-        self.embed = nn.Embedding(num_classes * clusters_per_class, embed_dim)  # (B, E), one per class's cluster
-        # Each cluster's share of the training images, set from the data.
-        self.register_buffer("cluster_prior", torch.full((num_classes * clusters_per_class,),
-                                                         1 / (num_classes * clusters_per_class)))
-
-    def label_embedding(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The embedding (B, E) of the cluster of each class that z's first coordinate picks."""
-        return self.embed(self.discriminator_labels(z, labels))
-
-    def classes_of(self, data_labels: torch.Tensor) -> torch.Tensor:
-        """The classes (B,) of the training data's cluster labels c*K + j."""
-        return data_labels // self.clusters_per_class
-
-    def discriminator_labels(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The cluster c*K + j (B,) that G(z, c) draws: j from u = Φ(z₀) and the class's cluster sizes."""
-        shares = self.cluster_prior.view(self.num_classes, self.clusters_per_class)[labels.long()]  # (B, K)
-        cumulative = shares.cumsum(dim=1) / shares.sum(dim=1, keepdim=True).clamp(min=1e-12)  # (B, K)
-        u = 0.5 * (1 + torch.erf(z[:, 0].float() / math.sqrt(2)))  # (B,) uniform in (0, 1)
-        within = (u.unsqueeze(1) > cumulative[:, :-1]).sum(dim=1)  # (B,) in [0, K)
-        return labels.long() * self.clusters_per_class + within
 
 
 class ProjectionDiscriminator(nn.Module):

@@ -167,41 +167,35 @@ class TrainingStep:
         batch the last D step was shown (one generator forward per step instead of two). A labelled
         GAN's generated images are asked to be the classes of the real batch.
         """
-        labels = labels if self.labelled else None  # D's labels of the real batch
-        classes = None if labels is None else self.gan.generator.classes_of(labels)  # G's: the same, or their classes
+        labels = labels if self.labelled else None
         generator = self.generate
         for _ in range(self.d_steps - 1):
             noise = torch.randn(real.shape[0], self.latent_dim, device=real.device)
             with self.autocast(), torch.no_grad():
-                fake = generator(noise, classes)
-            self.discriminator_step(real, fake, labels, self._fake_labels(noise, classes))
+                fake = generator(noise, labels)
+            self.discriminator_step(real, fake, labels)
         noise = torch.randn(real.shape[0], self.latent_dim, device=real.device)  # sized to the (maybe partial) batch
         with self.autocast():
             if self.reuse_fake:
-                fake = generator(noise, classes)  # (B, C, H, W), graph kept for the G step
+                fake = generator(noise, labels)  # (B, C, H, W), graph kept for the G step
             else:
                 with torch.no_grad():
-                    fake = generator(noise, classes)
-        d_loss, d_real, d_fake = self.discriminator_step(real, fake.detach(), labels,
-                                                         self._fake_labels(noise, classes))
+                    fake = generator(noise, labels)
+        d_loss, d_real, d_fake = self.discriminator_step(real, fake.detach(), labels)
         penalty = None
         if not self.reuse_fake:
-            noise, anchor_noise = torch.randn_like(noise), noise
+            g_noise = torch.randn_like(noise)
             with self.autocast():
-                g_fake = generator(noise, classes)
+                g_fake = generator(g_noise, labels)
             if self.mode_seeking:  # the D step's batch: same labels, other noise, so its images should differ
-                penalty = self.mode_seeking * mode_seeking_loss(g_fake, fake, noise, anchor_noise,
+                penalty = self.mode_seeking * mode_seeking_loss(g_fake, fake, g_noise, noise,
                                                                    per_pair=self.mode_seeking_pairs)
             fake = g_fake
-        g_loss = self.generator_step(fake, self._fake_labels(noise, classes), penalty=penalty)
+        g_loss = self.generator_step(fake, labels, penalty=penalty)
         return d_loss, d_real, d_fake, g_loss
 
-    def _fake_labels(self, noise: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor | None:
-        """D's labels (B,) of G(noise, classes): the classes, or the class's cluster that the noise picks."""
-        return None if classes is None else self.gan.generator.discriminator_labels(noise, classes)
-
-    def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None,
-                           fake_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One Adam step on D; returns (d_loss, mean D(x), mean D(G(z))), still on the device.
 
         L_D = ½ [BCE(D(x), 1) + BCE(D(G(z)), 0)] for the tutorial's loss, plus with `r1` the R1
@@ -209,16 +203,16 @@ class TrainingStep:
         `mismatched_labels`, real images paired with a wrong label y' join the fakes (Reed et al.,
         2016): L_D = ½ [BCE(D(x, y), 1) + ½ (BCE(D(G(z, y), y), 0) + BCE(D(x, y'), 0))]. Real and
         generated images go through D as one batch, which `Logits` splits into one pass per group
-        when D has batch norm. `fake_labels` are D's labels of the generated images (`labels` if None).
+        when D has batch norm.
         """
         opt_d = self.gan.opt_d
         opt_d.zero_grad(set_to_none=True)
         if self.r1:
             real = real.detach().requires_grad_(True)
-        images, image_labels = [real, fake], [labels, labels if fake_labels is None else fake_labels]
+        images, image_labels = [real, fake], [labels, labels]
         if self.mismatched_labels and labels is not None:
             images.append(real)  # the real batch again, each image with another class's label
-            image_labels.append(wrong_labels(labels, self.gan.discriminator.num_classes))
+            image_labels.append(wrong_labels(labels, self.gan.generator.num_classes))
         with self.autocast():
             joined_labels = None if labels is None else torch.cat(image_labels)
             d_logits = functools.partial(self.train_logits, groups=len(images))
