@@ -6,27 +6,42 @@ import builtins
 import errno
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 import dcgan.checkpoint as checkpoint
-from conftest import TINY, assert_same_training_state
+from conftest import TINY, assert_same_training_state, write_idx
 from dcgan.checkpoint import FORMAT_VERSION, atomic_save, load_checkpoint, save_checkpoint
 from dcgan.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mnist_subset) -> Path:
+    """A 4-step run with checkpoints every 2 steps, keeping 2 (module-wide: tests use a copy)."""
+    from dcgan.cli import main
+
+    root = tmp_path_factory.mktemp("checkpoint")
+    write_idx(root / "train-images-idx3-ubyte", mnist_subset["train_images"])
+    write_idx(root / "train-labels-idx1-ubyte", mnist_subset["train_labels"])
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", "--data", str(root), "--out", str(root / "run"), *TINY, "--steps", "4",
+                     "--batch-size", "16", "--checkpoint-every", "2", "--keep-checkpoints", "2"]) == 0
+    finally:
+        torch.set_num_threads(previous)
+    return root / "run"
+
+
 @pytest.fixture
-def run(run_cli, idx_dir: Path, tmp_path: Path) -> Path:
-    """A 4-step run with checkpoints every 2 steps, keeping 2."""
-    out = tmp_path / "run"
-    code, _, err = run_cli("train", "--data", idx_dir, "--out", out, *TINY, "--steps", "4", "--batch-size", "16",
-                           "--checkpoint-every", "2", "--keep-checkpoints", "2")
-    assert code == 0, err
-    return out
+def run(trained: Path, tmp_path: Path) -> Path:
+    """A copy of the trained run in this test's folder, free to change."""
+    return Path(shutil.copytree(trained, tmp_path / "run"))
 
 
 def refused(path: Path) -> str:
@@ -250,4 +265,90 @@ def test_another_architecture_is_refused_for_generate_and_resume(run, tmp_path, 
 
 def test_a_run_directory_stands_for_its_last_checkpoint(run):
     assert_same_training_state(load_checkpoint(run), load_checkpoint(run / "checkpoints" / "last.pt"))
-    assert "checkpoint not found" in refused(run / "samples")
+    assert load_checkpoint(run / "checkpoints")["step"] == 4  # a run's checkpoints folder: its last.pt
+    assert refused(run / "samples") == (f"{run / 'samples'}: a folder that is not a run directory (no "
+                                        f"checkpoints/last.pt or last.pt in it); name a checkpoint file or a run "
+                                        f"directory")
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths that are no checkpoint file: missing, special files, folders, no permission
+# ---------------------------------------------------------------------------------------------
+
+def test_a_missing_path_is_not_found(tmp_path):
+    assert refused(tmp_path / "nope.pt") == f"checkpoint not found: {tmp_path / 'nope.pt'}"
+    (tmp_path / "file").write_text("")
+    assert refused(tmp_path / "file" / "x.pt") == f"checkpoint not found: {tmp_path / 'file' / 'x.pt'}"
+    os.mkdir(tmp_path / "killed")
+    os.mkdir(tmp_path / "killed" / "checkpoints")  # a run stopped before its first checkpoint
+    assert refused(tmp_path / "killed") == f"checkpoint not found: {tmp_path / 'killed' / 'checkpoints' / 'last.pt'}"
+
+
+def test_an_endless_device_is_refused_before_reading(tmp_path):
+    assert refused(Path("/dev/zero")) == ("/dev/zero is a character device, not a regular file: name a checkpoint "
+                                          "file or a run directory")
+    os.symlink("/dev/zero", tmp_path / "last.pt")  # a link is judged by what it points to
+    assert "is a character device, not a regular file" in refused(tmp_path / "last.pt")
+    assert "is a character device, not a regular file" in refused(tmp_path)  # the folder's last.pt
+
+
+def test_a_named_pipe_is_refused_without_waiting_for_a_writer(tmp_path):
+    os.mkfifo(tmp_path / "pipe.pt")  # opening it to read would block until something writes
+    assert refused(tmp_path / "pipe.pt") == (f"{tmp_path / 'pipe.pt'} is a named pipe, not a regular file: name a "
+                                             f"checkpoint file or a run directory")
+
+
+def test_a_folder_named_like_a_checkpoint_is_refused(tmp_path):
+    (tmp_path / "run" / "checkpoints" / "last.pt").mkdir(parents=True)
+    assert "last.pt is a folder, not a regular file" in refused(tmp_path / "run")
+
+
+def test_a_path_that_cannot_be_looked_at_says_so(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"  # a folder without search permission (simulated: root may look anywhere)
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):
+        if str(path).startswith(str(locked)):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    assert refused(locked / "last.pt") == f"cannot read checkpoint {locked / 'last.pt'}: Permission denied"
+
+
+def test_an_unreadable_file_says_so(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"step": 1, "config": {}, "generator": {}}, tmp_path)
+    real_open = builtins.open
+
+    def no_permission(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_permission)
+    assert refused(path) == f"cannot read checkpoint {path}: Permission denied"
+
+
+# ---------------------------------------------------------------------------------------------
+# A stored config out of bounds: refused before anything is allocated, naming the checkpoint
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("setting, value", [("latent_dim", 10**9), ("g_width", 10**6), ("image_size", 4096),
+                                            ("num_classes", 10**9), ("grid_size", 10**9)])
+def test_a_checkpoint_asking_for_absurd_sizes_is_refused_in_one_line(tmp_path, run_cli, setting, value):
+    import dcgan
+
+    config = {"preset": "tutorial", "image_size": 8, "latent_dim": 4, setting: value}
+    if setting == "g_width":
+        config.update(arch="dcgan", image_size=64)
+    path = tmp_path / "huge.pt"
+    torch.save({"kind": "dcgan-checkpoint", "format_version": FORMAT_VERSION, "generator": {}, "config": config,
+                "step": 0}, path)
+    expected = f"{path}: {setting} = {value}: must be at most"
+    with pytest.raises(UserError, match=expected) as info:
+        dcgan.load(path)
+    assert "\n" not in str(info.value)
+    code, _, err = run_cli("export", "--checkpoint", path, "--format", "torchscript", "--out", tmp_path / "g.pt")
+    assert code == 2 and err.startswith(f"dcgan: error: {expected}") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "g.pt").exists()

@@ -57,6 +57,7 @@ def test_image_folder_without_test_split_gets_a_seeded_hold_out(image_folder: Pa
     assert torch.equal(again.images, train.images)
 
 
+@pytest.mark.slow
 def test_training_learns_separable_data():
     # Class c is a bright square at a position of its own: trivially separable.
     generator = torch.Generator().manual_seed(0)

@@ -32,6 +32,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, mnist_subset: dict) ->
     return run
 
 
+@pytest.mark.slow
 def test_train_writes_every_documented_file(trained_run: Path) -> None:
     config = tomllib.loads((trained_run / "config.toml").read_text())
     assert config["steps"] == 40 and config["seed"] == 1 and config["preset"] == "default"  # no --preset
@@ -55,6 +56,7 @@ def test_train_writes_every_documented_file(trained_run: Path) -> None:
     assert payload["step"] == 40
 
 
+@pytest.mark.slow
 def test_generate_png_files(trained_run: Path, tmp_path: Path, run_cli) -> None:
     code, out, _ = run_cli("generate", "--checkpoint", trained_run / "checkpoints" / "last.pt", "--num", "12",
                            "--out", tmp_path / "pngs", "--seed", "3")
@@ -65,6 +67,7 @@ def test_generate_png_files(trained_run: Path, tmp_path: Path, run_cli) -> None:
         assert image.mode == "L" and image.size == (28, 28)
 
 
+@pytest.mark.slow
 def test_generate_npy_is_deterministic_per_seed(trained_run: Path, tmp_path: Path, run_cli) -> None:
     for name, seed in (("a.npy", 5), ("b.npy", 5), ("c.npy", 6)):
         assert run_cli("generate", "--checkpoint", trained_run, "--num", "7", "--format", "npy",
@@ -74,6 +77,7 @@ def test_generate_npy_is_deterministic_per_seed(trained_run: Path, tmp_path: Pat
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+@pytest.mark.slow
 def test_generate_grid(trained_run: Path, tmp_path: Path, run_cli) -> None:
     assert run_cli("generate", "--checkpoint", trained_run, "--num", "16", "--grid",
                    "--out", tmp_path / "grid.png")[0] == 0
@@ -98,6 +102,7 @@ def test_export_png_command(tmp_path: Path, idx_dir: Path, run_cli) -> None:
     assert len(list((tmp_path / "png" / "training").rglob("*.png"))) == 512
 
 
+@pytest.mark.slow
 def test_a_time_limit_alone_trains_until_it_runs_out(run_cli, idx_dir: Path, tmp_path: Path, one_thread) -> None:
     from conftest import TINY
 

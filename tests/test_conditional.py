@@ -39,6 +39,27 @@ def test_conditional_shapes(channels: int, size: int) -> None:
     assert discriminator.logits(images, torch.tensor([0, 1, 2, 3, 9])).shape == (5, 1)
 
 
+def test_a_generator_says_whether_it_takes_labels_and_which_classes_a_user_may_ask_for() -> None:
+    from dcgan.networks.dcgan import DCGANGenerator
+    from dcgan.networks.labelled import ClusterGenerator
+
+    kinds = {"tutorial": TutorialGenerator(), "dcgan": DCGANGenerator(image_size=32),
+             "classes": ConditionalGenerator(TutorialGenerator, num_classes=7),
+             "clusters": ClusterGenerator(TutorialGenerator, num_clusters=3)}
+    assert {name: (g.takes_labels, g.label_classes) for name, g in kinds.items()} == {
+        "tutorial": (False, None), "dcgan": (False, None), "classes": (True, 7), "clusters": (True, None)}
+
+
+def test_forward_and_morph_share_the_path_from_the_embedding() -> None:
+    torch.manual_seed(0)
+    generator = ConditionalGenerator(TutorialGenerator, latent_dim=16, num_classes=10).eval()
+    z, start, end = torch.randn(3, 16), torch.tensor([0, 4, 9]), torch.tensor([1, 2, 3])
+    with torch.no_grad():
+        torch.testing.assert_close(generator.morph(z, start, end, 0.0), generator(z, start))
+        torch.testing.assert_close(generator.morph(z, start, end, 1.0), generator(z, end))
+        torch.testing.assert_close(generator.from_embedding(z, generator.embed(end)), generator(z, end))
+
+
 def test_the_label_changes_the_generated_image() -> None:
     torch.manual_seed(0)
     generator = ConditionalGenerator(TutorialGenerator, latent_dim=16, num_classes=10).eval()
@@ -235,6 +256,7 @@ def class_match_of(checkpoint: Path, *, num: int, seed: int) -> float:
     return float((predicted == requested).double().mean())
 
 
+@pytest.mark.slow
 def test_evaluate_a_conditional_checkpoint_reports_the_requested_class(run_cli, idx_dir: Path,
                                                                         tmp_path: Path) -> None:
     run = train_conditional(run_cli, idx_dir, tmp_path / "cond28", "--quiet", "--sample-every", "0")
@@ -246,6 +268,7 @@ def test_evaluate_a_conditional_checkpoint_reports_the_requested_class(run_cli, 
     assert re.search(rf"^requested class +{result['class_match']:.4f}$", out, re.MULTILINE)
 
 
+@pytest.mark.slow
 def test_eval_every_logs_the_requested_class_accuracy_of_a_conditional_run(run_cli, idx_dir: Path,
                                                                            tmp_path: Path) -> None:
     run = train_conditional(run_cli, idx_dir, tmp_path / "cond28", "--quiet", "--sample-every", "0",

@@ -1,11 +1,13 @@
 """Config precedence (defaults < preset < file < flags), validation and TOML round trip."""
 
+import os
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from dcgan.config import TrainConfig, read_toml, resolve_config, resumed_config, to_toml
+from dcgan.config import (UPPER_BOUNDS, TrainConfig, config_from_dict, read_toml, resolve_config, resumed_config,
+                          to_toml)
 from dcgan.errors import UserError
 
 
@@ -100,3 +102,103 @@ def test_a_resumed_run_accepts_its_own_recipe_and_names_both_values_of_a_change(
     assert resumed_config(stored, {"epochs": 2}, "runs/a").steps == 0  # --epochs alone replaces --steps
     until = resumed_config(stored, {"time_limit": 1.5}, "runs/a")
     assert (until.epochs, until.steps, until.time_limit) == (0, 0, 1.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages name where a value came from: a flag, a config file, a checkpoint
+# ---------------------------------------------------------------------------------------------
+
+def refused(file_text: str | None, flags: dict, tmp_path: Path) -> str:
+    """The message with which resolve_config refuses a config file's text (None: no file) and flags."""
+    path = tmp_path / "c.toml"
+    if file_text is not None:
+        path.write_text(file_text)
+    with pytest.raises(UserError) as info:
+        resolve_config(read_toml(path) if file_text is not None else {}, flags)
+    return str(info.value)
+
+
+def test_a_bad_value_names_the_file_and_the_setting_as_the_file_spells_it(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    assert refused("lr_g = -1\n", {}, tmp_path) == f"{path}: lr_g = -1.0: must be a positive number"
+    assert refused('device = "tpu"\n', {}, tmp_path) == (f'{path}: device = "tpu": must be one of auto, cpu, '
+                                                         f'cuda, mps')
+    assert refused('preset = "huge"\n', {}, tmp_path) == (f'{path}: preset = "huge": must be one of tutorial, '
+                                                          f'dcgan, default, conditional')
+
+
+def test_a_bad_flag_names_the_flag_even_over_a_file(tmp_path: Path) -> None:
+    assert refused(None, {"lr_g": -1.0}, tmp_path) == "--lr-g must be a positive number, got -1.0"
+    assert refused("lr_g = 0.001\n", {"lr_g": -1.0}, tmp_path) == "--lr-g must be a positive number, got -1.0"
+
+
+def test_settings_that_exclude_each_other_are_named_where_they_came_from(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    both_in_file = refused("conditional = true\nclusters = 3\n", {}, tmp_path)
+    assert both_in_file.startswith(f"{path}: clusters and conditional exclude each other: conditional uses")
+    mixed = refused("clusters = 3\n", {"conditional": True}, tmp_path)
+    assert mixed.startswith(f"{path}: clusters and --conditional exclude each other: --conditional uses")
+    flags = refused(None, {"clusters": 3, "conditional": True}, tmp_path)
+    assert flags.startswith("--clusters and --conditional exclude each other")
+    assert refused("reuse_fake = true\n", {}, tmp_path) == (
+        f"{path}: reuse_fake: the default preset's mode-seeking term compares two generated batches; "
+        f"add --mode-seeking 0 to use one batch")
+    assert refused('arch = "dcgan"\nimage_size = 30\n', {}, tmp_path) == (
+        f"{path}: image_size = 30: the dcgan architecture makes images of 32, 64, 128, 256 pixels")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('batch_size = "32"', 'batch_size = "32": must be an integer'),
+    ("batch_size = 32.0", "batch_size = 32.0: must be an integer"),
+    ('lr_g = "fast"', 'lr_g = "fast": must be a number'), ("augment = 1", "augment = 1: must be true or false"),
+    ("data = 3", "data = 3: must be a string"), ("seed = true", "seed = true: must be an integer"),
+])
+def test_a_wrong_type_in_a_file_says_what_the_setting_must_be(tmp_path: Path, text: str, expected: str) -> None:
+    assert refused(text + "\n", {}, tmp_path) == f"{tmp_path / 'c.toml'}: {expected}"
+
+
+def test_a_checkpoints_stored_config_names_the_checkpoint() -> None:
+    with pytest.raises(UserError, match=r"^runs/a/last\.pt: latent_dim = 1000000000: must be at most 4096$"):
+        config_from_dict({"latent_dim": 10**9}, "runs/a/last.pt")
+    with pytest.raises(UserError, match=r'^runs/a/last\.pt: seed = "x": must be an integer$'):
+        config_from_dict({"seed": "x"}, "runs/a/last.pt")
+
+
+def test_a_resumed_runs_flags_name_themselves() -> None:
+    stored = resolve_config({}, {"preset": "tutorial", "steps": 100})
+    with pytest.raises(UserError, match=r"^--eval-samples must be at most 100000, got 1000000$"):
+        resumed_config(stored, {"eval_samples": 10**6}, "runs/a")
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo", "folder"])
+def test_a_config_path_that_is_no_regular_file_is_refused_before_reading(tmp_path: Path, special: str) -> None:
+    os.mkfifo(tmp_path / "fifo")  # reading it would wait for a writer; /dev/zero would never end
+    (tmp_path / "folder").mkdir()
+    path = Path(special) if special.startswith("/") else tmp_path / special
+    kind = {"/dev/zero": "a character device", "fifo": "a named pipe", "folder": "a folder"}[special]
+    with pytest.raises(UserError) as info:
+        read_toml(path)
+    assert str(info.value) == f"config file {path} is {kind}, not a regular file"
+
+
+# ---------------------------------------------------------------------------------------------
+# Upper bounds
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(UPPER_BOUNDS))
+def test_sizes_are_accepted_up_to_their_bound_and_refused_past_it(name: str) -> None:
+    context = {"arch": "dcgan", "image_size": 64} if name in ("g_width", "d_width") else {}
+    bound = UPPER_BOUNDS[name]
+    assert getattr(TrainConfig(**context, **{name: bound}), name) == bound
+    with pytest.raises(UserError) as info:
+        TrainConfig(**context, **{name: bound + 1})
+    assert str(info.value) == f"--{name.replace('_', '-')} must be at most {bound}, got {bound + 1}"
+
+
+def test_the_tutorial_architectures_image_size_is_bounded() -> None:
+    assert TrainConfig(image_size=256).image_size == 256
+    with pytest.raises(UserError, match="--image-size must be at most 256 with the tutorial architecture, got 260"):
+        TrainConfig(image_size=260)
+    with pytest.raises(UserError, match="--time-limit must be a finite number, got inf"):
+        TrainConfig(time_limit=float("inf"))
+

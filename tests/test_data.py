@@ -79,6 +79,7 @@ def test_image_folder_is_decoded_once_then_read_from_the_cache(image_folder: Pat
 
 
 @pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.slow
 def test_an_interrupted_decode_leaves_no_cache_and_no_partial_file(image_folder: Path, isolated_cache: Path,
                                                                    monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
     monkeypatch.setattr(data_module, "PARALLEL_DECODE_FROM", 50)  # decode this 100-image folder in a pool

@@ -196,6 +196,7 @@ def test_training_a_dcgan_on_a_colour_folder_end_to_end(run_cli, tmp_path: Path)
     assert code == 0 and out.startswith("completed: step=6 "), err
 
 
+@pytest.mark.slow
 def test_a_feature_network_for_a_64x64_colour_folder(run_cli, tmp_path: Path) -> None:
     colour = colour_folder(tmp_path / "photos", count=120)
     classifier = tmp_path / "features.pt"

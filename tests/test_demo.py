@@ -48,6 +48,7 @@ def run_demo(*args: str) -> subprocess.CompletedProcess:
                           check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_does_not_load_is_one_line_before_gradio_is_imported(tmp_path: Path) -> None:
     result = run_demo("--checkpoint", str(tmp_path / "missing"), "--port", str(free_port()))
     assert result.returncode == 2
@@ -55,6 +56,7 @@ def test_a_checkpoint_that_does_not_load_is_one_line_before_gradio_is_imported(t
     assert result.stdout == "gradio not imported\n"
 
 
+@pytest.mark.slow
 def test_a_port_in_use_is_one_line_naming_it_before_gradio_is_imported(runs: dict[str, Path]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -75,6 +77,7 @@ def gradio_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("gradio_env")
+@pytest.mark.slow
 def test_the_class_picker_is_only_on_the_page_of_a_conditional_model(runs: dict[str, Path], tmp_path: Path) -> None:
     gr = demo.import_gradio(tmp_path / "cache")
     for run, visible in (("conditional", True), ("plain", False)):
@@ -85,6 +88,7 @@ def test_the_class_picker_is_only_on_the_page_of_a_conditional_model(runs: dict[
 
 
 @pytest.mark.usefixtures("gradio_env")
+@pytest.mark.slow
 def test_gradio_refusing_the_port_is_the_same_one_line(run_cli, runs: dict[str, Path],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(demo, "check_port", lambda host, port: None)  # as if the port was taken after the check
@@ -141,6 +145,20 @@ def test_the_walk_goes_from_the_grid_s_first_row_to_seed_b_s_and_back(runs: dict
         assert np.array_equal(frames[4][2:10, 2 + 10 * walk:10 + 10 * walk], middle[walk])
 
 
+@pytest.mark.parametrize(("value", "message"), [
+    (1e9, "Images: must be a whole number from 1 to 100, got 1000000000.0"),
+    (2.5, "Images: must be a whole number from 1 to 100, got 2.5"),
+    (None, "Images: must be a whole number from 1 to 100, got None"),
+    (float("nan"), "Images: must be a whole number from 1 to 100, got nan"),
+    ("7", "Images: must be a whole number from 1 to 100, got '7'"),
+])
+def test_a_number_from_the_page_outside_its_control_s_range_is_refused(value, message: str) -> None:
+    assert demo.whole(7.0, "Images", 1, demo.MAX_IMAGES) == 7
+    with pytest.raises(dcgan.UserError) as refused:
+        demo.whole(value, "Images", 1, demo.MAX_IMAGES)
+    assert str(refused.value) == message
+
+
 @pytest.fixture
 def server(runs: dict[str, Path], tmp_path: Path) -> Iterator[str]:
     """`dcgan demo` of the tiny conditional run on a free port, as a subprocess; its URL once it answers."""
@@ -176,6 +194,7 @@ def server(runs: dict[str, Path], tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+@pytest.mark.slow
 def test_the_page_generates_downloads_and_interpolates_without_the_internet(server: str, runs: dict[str, Path],
                                                                             tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")

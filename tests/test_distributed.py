@@ -164,6 +164,7 @@ def test_the_ranks_slices_of_an_epoch_are_disjoint_and_cover_it(size: int) -> No
                            world_size=2).batches_per_epoch == 6
 
 
+@pytest.mark.slow
 def test_d_gradient_averaged_over_2_ranks_equals_the_gradient_of_the_whole_batch(tmp_path: Path) -> None:
     script = tmp_path / "gradients.py"
     script.write_text(GRADIENTS)
@@ -180,6 +181,7 @@ def test_d_gradient_averaged_over_2_ranks_equals_the_gradient_of_the_whole_batch
             torch.testing.assert_close(grads[name], parameter.grad, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_two_ranks_stay_identical_and_only_rank_0_writes(worker: Path, idx_dir: Path, tmp_path: Path) -> None:
     out, report = tmp_path / "run", tmp_path / "report"
     result = train_2(worker, out, report, "--data", idx_dir, *TINY, "--batch-size", "16", "--steps", "8",
@@ -201,6 +203,7 @@ def test_two_ranks_stay_identical_and_only_rank_0_writes(worker: Path, idx_dir: 
     assert sorted(p.name for p in (out / "samples").iterdir()) == [f"step_{s:07d}.png" for s in (0, 4, 8)]
 
 
+@pytest.mark.slow
 def test_resume_at_world_size_2_is_bit_identical(worker: Path, idx_dir: Path, tmp_path: Path) -> None:
     args = ("--data", idx_dir, *TINY, "--batch-size", "16", "--log-every", "2", "--conditional",
             "--ema-decay", "0.9")
@@ -219,6 +222,7 @@ def test_resume_at_world_size_2_is_bit_identical(worker: Path, idx_dir: Path, tm
     assert rows[0] == rows[1] and [r[0] for r in rows[0]] == [2, 4, 6, 8]
 
 
+@pytest.mark.slow
 def test_resume_at_another_world_size_continues_from_the_same_step(worker: Path, idx_dir: Path, tmp_path: Path,
                                                                      run_cli, one_thread) -> None:
     run = tmp_path / "run"
@@ -231,6 +235,7 @@ def test_resume_at_another_world_size_continues_from_the_same_step(worker: Path,
     assert payload["world_size"] == 1 and "rng_by_rank" not in payload
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_restarted_and_the_run_completes(worker: Path, idx_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = train_2(worker, out, tmp_path / "report", "--data", idx_dir, *TINY, "--batch-size", "16",
@@ -245,6 +250,7 @@ def test_a_killed_worker_is_restarted_and_the_run_completes(worker: Path, idx_di
     assert steps == [5, 10, 15, 20, 25, 30]  # the rows after the step-10 checkpoint were redone once
 
 
+@pytest.mark.slow
 def test_sigterm_to_torchrun_leaves_a_loadable_checkpoint(worker: Path, idx_dir: Path, tmp_path: Path) -> None:
     out, report = tmp_path / "run", tmp_path / "report"
     report.mkdir()
@@ -272,6 +278,7 @@ def test_sigterm_to_torchrun_leaves_a_loadable_checkpoint(worker: Path, idx_dir:
     (("--sync-bn",), "--sync-bn synchronises batch norm over GPUs (NCCL); on the CPU each process keeps its own "
                      "batch statistics: drop --sync-bn"),
 ])
+@pytest.mark.slow
 def test_bad_distributed_options_stop_every_rank_with_one_error_line(worker: Path, idx_dir: Path, tmp_path: Path,
                                                                      flags: tuple[str, ...], message: str) -> None:
     out = tmp_path / "run"
@@ -279,3 +286,44 @@ def test_bad_distributed_options_stop_every_rank_with_one_error_line(worker: Pat
     assert result.returncode != 0
     assert [line for line in dcgan_lines(result.stderr) if line.startswith("dcgan")] == [f"dcgan: error: {message}"]
     assert not out.exists()
+
+
+# A worker that asks to be stopped with its parent, then waits; its SIGTERM handler leaves a file.
+ORPHAN = """
+import os, signal, sys, time
+from dcgan.training.distributed import stop_with_parent
+stopped, ready = sys.argv[1], sys.argv[2]
+signal.signal(signal.SIGTERM, lambda signum, frame: (open(stopped, "w").write(str(signum)), sys.exit(0)))
+assert stop_with_parent()
+open(ready, "w").write(str(os.getpid()))
+time.sleep(120)
+"""
+
+
+def wait_for(path: Path, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+@pytest.mark.slow
+def test_a_worker_gets_sigterm_when_its_launcher_is_killed(tmp_path: Path) -> None:
+    stopped, ready = tmp_path / "stopped", tmp_path / "ready"
+    launcher = (f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {ORPHAN!r}, "
+                f"{str(stopped)!r}, {str(ready)!r}]); time.sleep(120)")
+    parent = subprocess.Popen([sys.executable, "-c", launcher])
+    try:
+        assert wait_for(ready, 60), "the worker never started"
+        assert not stopped.exists()
+        parent.kill()  # as `kill -9` of torchrun: no chance to stop its workers itself
+        parent.wait()
+        assert wait_for(stopped, 20), "the orphaned worker was not signalled"
+        assert stopped.read_text() == str(int(signal.SIGTERM))
+    finally:
+        parent.kill()
+        if ready.exists() and not stopped.exists():
+            os.kill(int(ready.read_text()), signal.SIGKILL)

@@ -89,6 +89,7 @@ def test_each_training_step_updates_the_average_and_not_the_reverse() -> None:
         torch.testing.assert_close(average, 0.1 * old + 0.9 * current)
 
 
+@pytest.mark.slow
 def test_the_sampler_normalises_with_its_own_statistics_and_leaves_the_random_state_alone() -> None:
     torch.manual_seed(0)
     gan = build_gan(TrainConfig(device="cpu", ema_decay=0.9, clusters=3), CPU)
@@ -114,6 +115,7 @@ def test_no_average_without_ema_decay() -> None:
     assert "ema" not in gan.state_dict()
 
 
+@pytest.mark.slow
 def test_checkpoints_hold_the_average_and_sampling_uses_it(run_cli, idx_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     code, _, err = run_cli("train", "--data", idx_dir, "--out", out, *TINY, "--steps", "3", "--batch-size", "16",
@@ -128,6 +130,7 @@ def test_checkpoints_hold_the_average_and_sampling_uses_it(run_cli, idx_dir: Pat
     assert not all(torch.equal(payload["generator"][k], payload["ema"]["module"][k]) for k in payload["generator"])
 
 
+@pytest.mark.slow
 def test_an_older_checkpoint_samples_with_the_averages_own_statistics(run_cli, idx_dir: Path,
                                                                       tmp_path: Path) -> None:
     out = tmp_path / "run"

@@ -112,6 +112,7 @@ def test_requested_classes_are_checked_against_the_predicted_ones(run_cli, idx_d
     assert "requested class" in out
 
 
+@pytest.mark.slow
 def test_a_checkpoint_is_sampled_and_scored(run_cli, idx_dir: Path, tmp_path: Path):
     code, _, err = run_cli("train", "--data", idx_dir, "--steps", "2", "--batch-size", "16", "--quiet",
                            "--sample-every", "0", "--out", tmp_path / "run")
@@ -223,6 +224,7 @@ def test_too_small_a_reference_is_refused(tmp_path: Path, real: np.ndarray):
 # train --eval-every
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_eval_every_logs_scores_plots_fid_and_keeps_the_best_checkpoint(run_cli, idx_dir: Path, tmp_path: Path):
     run = tmp_path / "run"
     code, _, err = run_cli("train", "--data", idx_dir, "--steps", "6", "--batch-size", "16", "--quiet",
@@ -244,6 +246,7 @@ def test_eval_every_logs_scores_plots_fid_and_keeps_the_best_checkpoint(run_cli,
     assert set(best["generator"]) == set(load_checkpoint(run)["generator"])
 
 
+@pytest.mark.slow
 def test_a_time_limited_run_is_scored_at_its_end_and_evaluations_do_not_use_up_its_time(
         run_cli, idx_dir: Path, tmp_path: Path, monkeypatch):
     score = during_training.TrainingEvaluator.__call__

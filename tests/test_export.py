@@ -52,6 +52,7 @@ def test_onnx_matches_the_pytorch_generator_at_any_batch_size(run_cli, runs, tmp
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert (meta["latent_dim"], meta["image_size"], meta["channels"]) == ("4", "8", "1")
     assert meta["num_classes"] == {"unconditional": "0", "conditional": "10", "clusters": "3"}[kind]
+    assert meta["inputs"] == ("z, labels" if labelled else "z")
     assert "round((images + 1) * 127.5)" in meta["pixels"]
     if kind == "clusters":
         assert sum(json.loads(meta["cluster_prior"])) == pytest.approx(1.0, abs=1e-5)

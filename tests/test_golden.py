@@ -67,6 +67,7 @@ def fingerprint(weights: dict[str, torch.Tensor]) -> dict:
 
 
 @pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.slow
 def test_preset_weights_after_30_steps_are_unchanged(preset: str, tmp_path: Path) -> None:
     golden = json.loads(GOLDEN.read_text())
     expected = golden["presets"][preset]

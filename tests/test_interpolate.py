@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import train_tiny_runs
+from conftest import snapshot, train_tiny_runs
 from dcgan.interpolation import class_morph, latent_walk, slerp
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -79,8 +79,9 @@ def test_interpolate_within_a_class_and_from_class_to_class(run_cli, tiny_runs, 
 
 
 @pytest.mark.parametrize(("run", "extra", "message"), [
-    ("plain", ("--label", "3"), "--label: {ck} is an unconditional model"),
+    ("plain", ("--label", "3"), "--label: {ck} takes no class labels (an unconditional model)"),
     ("conditional", ("--labels", "4"), "--labels 4: a morph needs at least 2 classes"),
+    ("conditional", ("--label", "1,2"), "--label 1,2: name one class (use --labels to morph from class to class)"),
     ("plain", ("--anchors", "1"), "--anchors 1: a walk needs at least 2 anchor points"),
 ])
 def test_interpolate_refuses_bad_options_in_one_line(run_cli, tiny_runs, tmp_path: Path, run: str,
@@ -91,3 +92,79 @@ def test_interpolate_refuses_bad_options_in_one_line(run_cli, tiny_runs, tmp_pat
     code, _, err = run_cli("interpolate", "--checkpoint", tiny_runs[run], "--out", tmp_path / "w.mp4")
     assert code == 2 and "name a .gif" in err
     assert not (tmp_path / "w.gif").exists()
+
+
+def refused(result: tuple[int, str, str]) -> str:
+    """The one error line of a refused command (exit code 2), without its `dcgan: error: ` prefix."""
+    code, out, err = result
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "" and len(lines) == 1 and lines[0].startswith("dcgan: error: "), err
+    return lines[0].removeprefix("dcgan: error: ")
+
+
+@pytest.mark.parametrize("fps", ["0.001", "0.0015", "101", "1000"])
+def test_an_fps_a_gif_cannot_hold_is_refused_naming_the_range(run_cli, tiny_runs, tmp_path: Path, fps: str) -> None:
+    before = snapshot(tmp_path)
+    message = refused(run_cli("interpolate", "--checkpoint", tiny_runs["plain"], "--out", tmp_path / "w.gif",
+                              "--fps", fps))
+    assert message == (f"--fps {float(fps):g}: a GIF frame shows for 0.01 s to 655.35 s, so --fps must be from "
+                       "0.00153 to 100")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(("fps", "duration"), [("100", 10), ("0.00153", 653590)])
+def test_the_fps_at_either_end_of_the_range_is_the_delay_written(run_cli, tiny_runs, tmp_path: Path, fps: str,
+                                                                 duration: int) -> None:
+    out = tmp_path / "w.gif"
+    code, _, err = run_cli("interpolate", "--checkpoint", tiny_runs["plain"], "--out", out, "--fps", fps,
+                           "--frames", "2", "--anchors", "2", "--num", "1")
+    assert code == 0, err
+    with Image.open(out) as gif:
+        assert gif.n_frames == 4 and gif.info["duration"] == duration  # PIL reads whole centiseconds back
+
+
+@pytest.mark.parametrize(("name", "extra", "start"), [
+    ("w.gif", ("--frames", "1000000000"), "--frames 1,000,000,000 x --anchors 4 x --num 4: needs about "),
+    ("w.gif", ("--anchors", "1000000000"), "--frames 12 x --anchors 1,000,000,000 x --num 4: needs about "),
+    ("w.png", ("--num", "1000000000"), "--frames 12 x --anchors 4 x --num 1,000,000,000: needs about "),
+    ("m.png", ("--num", "1000000000", "--labels", "0-9"), "--frames 12 x 10 classes x --num 1,000,000,000: needs "),
+])
+def test_a_walk_that_cannot_fit_in_memory_is_refused_before_it_is_drawn(run_cli, tiny_runs, tmp_path: Path, name: str,
+                                                                        extra: tuple[str, ...], start: str) -> None:
+    before = snapshot(tmp_path)
+    message = refused(run_cli("interpolate", "--checkpoint", tiny_runs["conditional"], "--out", tmp_path / name,
+                              *extra))
+    assert message.startswith(start) and "more than this machine can spare" in message and "at most" in message
+    assert snapshot(tmp_path) == before
+
+
+def test_walks_side_by_side_wider_than_a_gif_are_refused(run_cli, tiny_runs, tmp_path: Path) -> None:
+    before = snapshot(tmp_path)
+    message = refused(run_cli("interpolate", "--checkpoint", tiny_runs["plain"], "--out", tmp_path / "w.gif",
+                              "--num", "3300"))
+    assert message == ("--num 3300: walks side by side would make a GIF 66,004 pixels wide, more than the 65,535 it "
+                       "holds; draw fewer, or a .png grid")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_morph_through_more_classes_than_the_model_has_is_refused_before_the_list_is_built(
+        run_cli, tiny_runs, tmp_path: Path) -> None:
+    message = refused(run_cli("interpolate", "--checkpoint", tiny_runs["conditional"], "--out", tmp_path / "m.gif",
+                              "--labels", "0-99999999999"))
+    assert message == "--labels '0-99999999999': class 99999999999 is out of range; this model has classes 0-9"
+
+
+@pytest.mark.parametrize("name", ["w.mp4", "w", "w.gif.txt"])
+def test_a_walk_to_a_name_that_is_neither_gif_nor_png_is_refused(run_cli, tiny_runs, tmp_path: Path,
+                                                                 name: str) -> None:
+    before = snapshot(tmp_path)
+    message = refused(run_cli("interpolate", "--checkpoint", tiny_runs["plain"], "--out", tmp_path / name))
+    assert message == f"--out {tmp_path / name}: name a .gif (an animation) or a .png (a grid, a walk per row)"
+    assert snapshot(tmp_path) == before
+
+
+def test_an_existing_walk_is_never_overwritten(run_cli, tiny_runs, tmp_path: Path) -> None:
+    (tmp_path / "w.gif").write_bytes(b"mine")
+    message = refused(run_cli("interpolate", "--checkpoint", tiny_runs["plain"], "--out", tmp_path / "w.gif"))
+    assert message == f"--out {tmp_path / 'w.gif'}: already exists; choose another path"
+    assert (tmp_path / "w.gif").read_bytes() == b"mine"

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+import dcgan.training.labels as labels
 import dcgan.training.loop as loop
 import dcgan.training.state as state
 from dcgan.training.step import TrainingStep
-from conftest import TINY, assert_same_training_state, flat_tensors
+from conftest import TINY, assert_same_training_state, flat_tensors, snapshot
 from dcgan.plots import read_metrics
 from dcgan.checkpoint import load_checkpoint
 
@@ -58,6 +59,7 @@ def straight(run_cli, idx_dir: Path, tmp_path: Path) -> Path:
     return tmp_path / "straight"
 
 
+@pytest.mark.slow
 def test_half_then_resume_is_bit_identical_to_straight(run_cli, idx_dir, tmp_path, straight):
     split = tmp_path / "split"
     train(run_cli, idx_dir, split, "--steps", "12", "--sample-every", "6")
@@ -79,6 +81,7 @@ def test_half_then_resume_is_bit_identical_to_straight(run_cli, idx_dir, tmp_pat
                                     ("--clusters", "3", "--mode-seeking", "0.5", "--ema-decay", "0.9"),
                                     ("--ema-decay", "0.99", "--loss", "hinge", "--spectral-norm", "--augment",
                                      "--d-steps", "2")])
+@pytest.mark.slow
 def test_resume_with_an_average_and_other_recipe_options_is_bit_identical(run_cli, idx_dir, tmp_path, recipe):
     straight, split = tmp_path / "straight-ema", tmp_path / "split-ema"
     train(run_cli, idx_dir, straight, "--steps", "24", *recipe)
@@ -93,6 +96,7 @@ def test_resume_with_an_average_and_other_recipe_options_is_bit_identical(run_cl
     assert losses(split) == losses(straight)
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_redoes_the_steps_past_the_checkpoint(run_cli, idx_dir, tmp_path, straight):
     crashed = tmp_path / "crashed"
     train(run_cli, idx_dir, crashed, "--steps", "12", "--sample-every", "6", "--keep-checkpoints", "2")
@@ -124,6 +128,27 @@ def test_steps_and_epochs_name_the_total_on_resume(run_cli, idx_dir, tmp_path):
     resume(run_cli, run, "--epochs", "1")  # already complete: nothing to do, nothing changes
     assert last(run)["step"] == 11
     assert [row[0] for row in losses(run)] == [4, 5, 6, 8, 10, 11]
+
+
+def test_a_resume_already_past_its_goal_is_refused_before_the_data_is_clustered(run_cli, idx_dir, tmp_path,
+                                                                                 monkeypatch):
+    run = tmp_path / "run"
+    code, _, err = run_cli("train", "--data", idx_dir, "--out", run, "--preset", "default", "--image-size", "8",
+                           "--quiet", "--sample-every", "0", "--batch-size", "48", "--steps", "12")
+    assert code == 0, err
+    assert "clustering 512 images" in err  # the default preset's k-means, which takes a while on real data
+
+    def never(*args, **kwargs):
+        raise AssertionError("the data was clustered")
+
+    monkeypatch.setattr(labels, "cluster_images", never)
+    before = snapshot(tmp_path)
+    for flags, goal in ((("--steps", "4"), 4), (("--epochs", "1"), 11)):  # 11 batches of 48 an epoch
+        code, _, err = run_cli("train", "--resume", run, "--quiet", *flags)
+        assert code == 2
+        assert err.splitlines() == [f"dcgan: error: {run / 'checkpoints' / 'last.pt'}: the run is already at step "
+                                    f"12, past the {goal} steps asked for (--steps and --epochs name the run's total)"]
+    assert snapshot(tmp_path) == before
 
 
 def test_random_states_round_trip_through_a_checkpoint(tmp_path):

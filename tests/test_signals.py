@@ -83,6 +83,7 @@ def resume_and_compare_with_a_straight_run(run_cli, run: Path, straight: Path, a
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.slow
 def test_a_signal_finishes_the_step_checkpoints_and_says_how_to_resume(run_cli, idx_dir, tmp_path, signum, code):
     run = tmp_path / "run"
     child = spawn("train", "--data", idx_dir, "--out", run, *TINY, "--steps", "100000", "--batch-size", "16",
@@ -102,6 +103,7 @@ def test_a_signal_finishes_the_step_checkpoints_and_says_how_to_resume(run_cli, 
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == stopped + 2
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_exits_at_once_and_damages_nothing(run_cli, idx_dir, tmp_path):
     run = tmp_path / "run"
     # Full-size images and batches of 64: a step takes long enough for the second signal to land in it.
@@ -123,6 +125,7 @@ def test_a_second_ctrl_c_exits_at_once_and_damages_nothing(run_cli, idx_dir, tmp
     assert code == 0, err
 
 
+@pytest.mark.slow
 def test_sigkill_in_the_middle_of_a_checkpoint_save_leaves_a_loadable_last_pt(run_cli, idx_dir, tmp_path):
     args = ("--data", idx_dir, *TINY, "--batch-size", "16", "--steps", "6", "--checkpoint-every", "3")
     run, marker = tmp_path / "run", tmp_path / "saving"
@@ -138,6 +141,7 @@ def test_sigkill_in_the_middle_of_a_checkpoint_save_leaves_a_loadable_last_pt(ru
     assert read_metrics(run / "metrics.csv")[-1]["step"] == 6
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_step_then_resume_matches_an_uninterrupted_run(run_cli, idx_dir, tmp_path):
     args = ("--data", idx_dir, *TINY, "--batch-size", "16", "--steps", "40", "--checkpoint-every", "2",
             "--log-every", "1")

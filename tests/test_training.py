@@ -2,6 +2,7 @@
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ from dcgan.plots import read_metrics
 from dcgan.config import TrainConfig
 from dcgan import device
 from dcgan.device import autocast_for, resolve_precision
-from dcgan.training.loop import Logger, train
+from dcgan.data import ImageData, ShuffledBatches
+from dcgan.training.loop import Logger, TrainingLoop, train
 from dcgan.training.rundir import RunDirectory
 from dcgan.training.state import Position
 from dcgan.training.step import TrainingStep, build_gan, learning_rates
@@ -71,6 +73,7 @@ def losses_over_steps(precision: str, channels_last: bool, *, steps: int = 4, re
 @pytest.mark.parametrize(("precision", "channels_last", "tolerance"), [("fp32", True, 5e-3), ("bf16", False, 0.04),
                                                                        ("bf16", True, 0.04)])
 @pytest.mark.parametrize("reuse_fake", [False, True])
+@pytest.mark.slow
 def test_each_precision_and_memory_format_trains_like_fp32(precision: str, channels_last: bool, tolerance: float,
                                                            reuse_fake: bool) -> None:
     reference = losses_over_steps("fp32", False, reuse_fake=reuse_fake)
@@ -135,6 +138,7 @@ def test_logger_writes_the_same_means_as_per_step_logging(tmp_path: Path) -> Non
     assert logger.count == 0 and logger.sums.abs().sum() == 0
 
 
+@pytest.mark.slow
 def test_short_training_run_writes_metrics_samples_and_checkpoint(tmp_path: Path, idx_dir: Path) -> None:
     config = TrainConfig(data=str(idx_dir), steps=24, batch_size=16, log_every=8, sample_every=12,
                          checkpoint_every=0, device="cpu")
@@ -152,15 +156,37 @@ def test_short_training_run_writes_metrics_samples_and_checkpoint(tmp_path: Path
     assert payload["step"] == 24 and payload["config"]["steps"] == 24
 
 
+@pytest.mark.slow
 def test_epochs_count_whole_passes_over_the_data(tmp_path: Path, idx_dir: Path) -> None:
     config = TrainConfig(data=str(idx_dir), epochs=2, batch_size=250, log_every=100, device="cpu")
     result = train(config, RunDirectory.create(tmp_path / "run"), progress=False)
     assert result.step == 2 * 3  # 512 images: 2 full batches and a partial one of 12, twice
 
 
+@pytest.mark.slow
 def test_time_limit_stops_cleanly_with_a_checkpoint(tmp_path: Path, idx_dir: Path) -> None:
     config = TrainConfig(data=str(idx_dir), steps=100_000, batch_size=16, time_limit=1e-4, device="cpu")
     run = RunDirectory.create(tmp_path / "run")
     result = train(config, run, progress=False)
     assert result.status == "time_limit" and 0 < result.step < 100_000
     assert torch.load(run.checkpoints / "last.pt", weights_only=True)["step"] == result.step
+
+
+def test_the_batches_run_on_across_epochs_moving_the_position() -> None:
+    # 10 images in batches of 4: two full batches and a trailing one of 2, so 3 steps an epoch.
+    data = ImageData(torch.zeros(10, 1, 1, 1, dtype=torch.uint8), torch.arange(10), ("x",), "numbers")
+    batches = ShuffledBatches(data, batch_size=4, seed=5, device=CPU)
+    order = [batches.order(epoch).tolist() for epoch in range(3)]
+
+    def draw(position: Position, count: int) -> list[tuple[list[int], tuple[int, int, int]]]:
+        loop = SimpleNamespace(position=position, batches=batches)
+        stream = TrainingLoop.batches_from_position(loop)
+        return [(next(stream)[1].tolist(), (position.step, position.epoch, position.batch)) for _ in range(count)]
+
+    assert draw(Position(step=2, epoch=0, batch=2), 3) == [
+        (order[0][8:], (3, 1, 0)),  # the epoch's last batch: the position moves on to the next epoch at once
+        (order[1][:4], (4, 1, 1)),
+        (order[1][4:8], (5, 1, 2)),
+    ]
+    # A run resumed at a world size whose epochs had a trailing batch that this one has not: the next epoch
+    assert draw(Position(step=9, epoch=1, batch=3), 1) == [(order[2][:4], (10, 2, 1))]

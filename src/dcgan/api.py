@@ -5,22 +5,36 @@
     images = g.sample(16, seed=0)        # uint8 numpy: N x H x W (greyscale) or N x H x W x C
     x = g(torch.randn(4, g.latent_dim))  # float tensor in [-1, 1], N x C x H x W
 
-Errors (a bad path, bad labels) raise `dcgan.UserError`, whose message is the one the command
-line prints.
+Every argument is checked, and a bad one raises `dcgan.UserError` with a one-line message naming
+it, worded as the command line words it:
+
+- `load`: `path` a str or os.PathLike naming a run directory or a dcgan checkpoint file (not
+  found, a device or pipe, or not a checkpoint: refused); `device` None (the CPU), `auto`, `cpu`,
+  `cuda`, `cuda:N` or `mps` (or a torch.device) that this machine has;
+- `sample`: `num` a positive integer whose images fit in memory (half of what is available);
+  `seed` an integer from 0 to 2**64 - 1 (what torch.Generator takes); `labels` only for a
+  class-conditional model, one class or one per image, integers within its classes;
+- calling it: `z` a finite (no NaN or inf) float tensor or array of shape (N, latent_dim), N >= 1,
+  and `labels` as for `sample`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from .device import select_device
 from .errors import UserError
+from .limits import require_fits
 from .networks import channels_of
-from .sampling import NOT_CLASSES, generate, load_generator
+from .sampling import check_seed, generate, is_integer, load_generator, require_images_fit, user_labels
+
+DEVICE_NAMES = "None, auto, cpu, cuda, cuda:N or mps"
 
 
 class TrainedGenerator:
@@ -30,17 +44,16 @@ class TrainedGenerator:
         self.generator = generator
         self.device = device
         self.latent_dim: int = generator.latent_dim
-        self.num_classes: int | None = generator.num_classes if generator.conditioning == "classes" else None
+        self.num_classes: int | None = generator.label_classes
         self.image_size = image_size
         self.channels = channels
 
     @torch.no_grad()
-    def __call__(self, z: torch.Tensor, labels: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
+    def __call__(self, z: Any, labels: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
         """Images (N, C, H, W) in [-1, 1] for noise `z` (N, latent_dim) and, for a conditional model, labels (N,)."""
-        z = torch.as_tensor(z, dtype=torch.float32)
-        if z.dim() != 2 or z.shape[1] != self.latent_dim:
-            raise UserError(f"z must have shape (N, {self.latent_dim}), got {tuple(z.shape)}")
-        chosen = self._labels(labels, z.shape[0])
+        z = self._noise(z)
+        require_fits(f"z of {z.shape[0]:,} rows", z.shape[0], 4 * self.channels * self.image_size**2)
+        chosen = user_labels(self.generator, labels, z.shape[0])
         if chosen is None:
             chosen = self.generator.sample_labels(z.shape[0], seed=0)  # clusters by their sizes; None otherwise
         return self.generator(z.to(self.device), None if chosen is None else chosen.to(self.device))
@@ -51,30 +64,55 @@ class TrainedGenerator:
         A conditional model draws `labels` (one class for all, or one per image), every class
         in turn when none are given.
         """
-        if num < 1:
-            raise UserError(f"num must be a positive number of images, got {num}")
-        images = generate(self.generator, num, seed=seed, device=self.device, labels=self._labels(labels, num))
+        if not is_integer(num) or num < 1:
+            raise UserError(f"num: must be a positive integer, got {num!r}")
+        seed = check_seed(seed, option="seed")
+        require_images_fit(f"num {num:,}", num, latent_dim=self.latent_dim, image_size=self.image_size,
+                           channels=self.channels)
+        images = generate(self.generator, int(num), seed=seed, device=self.device,
+                          labels=user_labels(self.generator, labels, int(num)))
         return images[..., 0] if self.channels == 1 else images
 
-    def _labels(self, labels: int | Sequence[int] | np.ndarray | torch.Tensor | None, num: int) -> torch.Tensor | None:
-        """`labels` as an int64 tensor of `num` classes, checked; None when none are given."""
-        if labels is None:
-            return None
-        if self.num_classes is None:
-            raise UserError(f"labels need a conditional model; this one is {NOT_CLASSES[self.generator.conditioning]}")
-        values = torch.as_tensor(np.asarray(labels))
-        if values.dim() == 0:
-            values = values.expand(num)
-        if values.dim() != 1 or len(values) != num or values.is_floating_point() or values.dtype == torch.bool:
-            raise UserError(f"labels must be one class or {num} integer classes, got {np.asarray(labels)!r}")
-        if len(values) and (int(values.min()) < 0 or int(values.max()) >= self.num_classes):
-            raise UserError(f"labels must be classes 0-{self.num_classes - 1} of this model, got values from "
-                            f"{int(values.min())} to {int(values.max())}")
-        return values.long()
+    def _noise(self, z: Any) -> torch.Tensor:
+        """`z` as a float32 tensor (N, latent_dim), N >= 1, of finite values; a UserError otherwise."""
+        shape = f"(N, {self.latent_dim})"
+        try:
+            z = torch.as_tensor(z, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError):
+            raise UserError(f"z: must be a float tensor or array of shape {shape}, got {type(z).__name__}") from None
+        if z.dim() != 2 or z.shape[1] != self.latent_dim or z.shape[0] < 1:
+            raise UserError(f"z: must have shape {shape} with N >= 1, got {tuple(z.shape)}")
+        if not torch.isfinite(z).all():
+            raise UserError("z: must be finite noise, got NaN or inf")
+        return z
 
 
 def load(path: str | Path, *, device: str | torch.device | None = None) -> TrainedGenerator:
     """The generator of a run directory or checkpoint file, on `device` (default: the CPU)."""
-    chosen = select_device(str(device)) if isinstance(device, str) else device or torch.device("cpu")
+    if not isinstance(path, (str, os.PathLike)):
+        raise UserError(f"path: must be a run directory or a checkpoint file (str or Path), got {path!r}")
+    chosen = _device(device)
     generator, config = load_generator(path, chosen)
     return TrainedGenerator(generator, image_size=config.image_size, channels=channels_of(config), device=chosen)
+
+
+def _device(device: Any) -> torch.device:
+    """The torch.device that `device` names, if this machine has it; a UserError otherwise."""
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, str) and device == "auto":
+        return select_device("auto")
+    try:
+        chosen = torch.device(device) if isinstance(device, (str, torch.device)) else None
+    except RuntimeError:
+        chosen = None
+    if chosen is None or chosen.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"device: must be one of {DEVICE_NAMES}, got {device!r}")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device {device}: not available on this machine")
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (chosen.index or 0) >= count:
+            have = f"{count} CUDA device{'s' if count > 1 else ''}, numbered from 0" if count else "no CUDA device"
+            raise UserError(f"device {device}: not available on this machine (it has {have})")
+    return chosen

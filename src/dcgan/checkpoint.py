@@ -10,13 +10,14 @@ import io
 import os
 import pickle
 import shutil
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, file_kind
 from .files import atomic_write, remove_temporaries, temporary_path
 
 KIND = "dcgan-checkpoint"
@@ -99,10 +100,22 @@ def _link_or_copy(source: Path, target: Path) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and validate a dcgan checkpoint; anything else is refused with a one-line UserError."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
-    if not path.is_file():
+    mode = _mode(path)
+    if mode is not None and stat.S_ISDIR(mode):
+        folder = path
+        checkpoints = _mode(folder / "checkpoints")
+        if checkpoints is not None and stat.S_ISDIR(checkpoints):  # a run directory
+            path = folder / "checkpoints" / "last.pt"
+        elif _mode(folder / "last.pt") is not None:  # a run's checkpoints folder
+            path = folder / "last.pt"
+        else:
+            raise UserError(f"{folder}: a folder that is not a run directory (no checkpoints/last.pt or last.pt "
+                            f"in it); name a checkpoint file or a run directory")
+        mode = _mode(path)
+    if mode is None:
         raise UserError(f"checkpoint not found: {path}")
+    if not stat.S_ISREG(mode):  # a device or a pipe might never stop giving bytes
+        raise UserError(f"{path} is {file_kind(mode)}, not a regular file: name a checkpoint file or a run directory")
     payload = _read(path, map_location)
     if not isinstance(payload, dict) or payload.get("kind") != KIND:
         raise UserError(f"{path} is not a dcgan checkpoint")
@@ -114,6 +127,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                         f"reads up to {FORMAT_VERSION}): upgrade dcgan to load it")
     _check_fields(payload, path)
     return _upgrade(payload)
+
+
+def _mode(path: Path) -> int | None:
+    """The file type and permission bits of `path` (following links), None when it does not exist."""
+    try:
+        return os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError) as exc:  # no permission to look; a NUL byte in the name
+        raise UserError(f"cannot read checkpoint {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _read(path: Path, map_location: str | torch.device) -> Any:

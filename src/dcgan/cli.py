@@ -1,4 +1,15 @@
-"""The `dcgan` command line: train, generate, data export-png."""
+"""The `dcgan` command line, one subcommand per task:
+
+    dcgan train                train a GAN; every run writes a run directory
+    dcgan generate             draw samples from a checkpoint: PNG files, one grid or a .npy array
+    dcgan interpolate          a looping walk through latent space, as a GIF or a PNG grid
+    dcgan export               the generator as ONNX or TorchScript
+    dcgan demo                 a local web page of a checkpoint's samples and walks
+    dcgan evaluate             FID, KID, precision/recall and class statistics of samples
+    dcgan data export-png      the IDX data as PNG files in the tutorial's folder layout
+    dcgan classifier train     train the feature network of `dcgan evaluate`
+    dcgan classifier test      the accuracy of a feature network on a dataset's test split
+"""
 
 from __future__ import annotations
 
@@ -18,11 +29,11 @@ from .files import writing
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but errors are one line (no usage dump) with exit code 2."""
+    """argparse, but errors are one `dcgan: error: ...` line (no usage dump) with exit code 2, as a UserError's."""
 
     def error(self, message: str) -> NoReturn:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank parses the same flags: one says it
-            print(f"{self.prog}: error: {message}", file=sys.stderr)
+            print(f"dcgan: error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -162,13 +173,16 @@ def _add_generate(sub: Any) -> None:
     p.add_argument("--checkpoint", required=True, metavar="CK", help="a checkpoint file or a run directory")
     p.add_argument("--num", type=_positive_int, default=64,
                    help="number of samples; of a conditional model: samples of each class")
-    p.add_argument("--out", required=True, metavar="PATH", help="folder for PNGs, or the .png/.npy file")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="folder for PNGs; with --grid a .png file; with --format npy a .npy file (written under "
+                        "exactly that name, with a <name>.labels.npy beside it for a conditional model); "
+                        "never overwritten")
     classes = p.add_mutually_exclusive_group()
     classes.add_argument("--label", metavar="CLASS", help="conditional model: draw this class, e.g. 7")
     classes.add_argument("--labels", metavar="CLASSES", help="conditional model: these classes, e.g. 0-9 or 1,3,5 "
                                                              "(default: all)")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
-    p.add_argument("--grid", action="store_true", help="write one grid image instead of separate files")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="noise seed, 0 to 2**64 - 1 (default 0)")
+    p.add_argument("--grid", action="store_true", help="write one PNG grid instead of separate files")
     p.add_argument("--format", choices=("png", "npy"), default="png")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.set_defaults(handler=cmd_generate)
@@ -180,14 +194,16 @@ def _add_interpolate(sub: Any) -> None:
                                    "the first: a looping GIF with --num walks side by side, or (--out X.png) one "
                                    "grid with a walk per row.")
     p.add_argument("--checkpoint", required=True, metavar="CK", help="a checkpoint file or a run directory")
-    p.add_argument("--out", required=True, metavar="FILE", help="walk.gif (animation) or walk.png (grid)")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="walk.gif (animation) or walk.png (grid); never overwritten")
     p.add_argument("--frames", type=_positive_int, default=12, help="frames from one anchor to the next (default 12)")
     p.add_argument("--anchors", type=_positive_int, default=4, help="random points the walk passes (default 4)")
     p.add_argument("--num", type=_positive_int, default=4, help="walks side by side (default 4)")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
-    p.add_argument("--fps", type=_positive_float, default=12.0, help="GIF frames per second (default 12)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="noise seed, 0 to 2**64 - 1 (default 0)")
+    p.add_argument("--fps", type=_positive_float, default=12.0,
+                   help="GIF frames per second, 0.00153 to 100 (a frame shows 0.01 s to 655.35 s; default 12)")
     classes = p.add_mutually_exclusive_group()
-    classes.add_argument("--label", metavar="CLASS", help="conditional model: walk within this class")
+    classes.add_argument("--label", metavar="CLASS", help="conditional model: walk within this one class")
     classes.add_argument("--labels", metavar="CLASSES",
                          help="conditional model: morph from class to class (e.g. 0-9) at fixed noise")
     p.add_argument("--device", choices=DEVICES, default="auto")
@@ -311,33 +327,41 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
     return {name: value for name, value in vars(args).items() if name in fields}
 
 
-def _require_new_file(out: Path) -> None:
-    """Refuse an --out file that exists already (never overwritten) or whose folder is missing."""
+def _require_new_file(out: Path, suffixes: tuple[str, ...] = (), naming: str = "") -> None:
+    """Refuse an --out file that exists already (never overwritten), whose folder is missing, or, given
+    `suffixes`, whose name ends in none of them (`naming` says what to name instead)."""
     if out.exists():
         raise UserError(f"--out {out}: already exists; choose another path")
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: folder {out.parent} does not exist")
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise UserError(f"--out {out}: {naming}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .device import select_device
-    from .evaluation.during_training import evaluate_during_training
+    from .evaluation.during_training import evaluate_during_training, feature_network_for
     from .training import distributed
+    from .training.lock import RunLock
     from .training.loop import train
+    from .training.prepare import prepare_run
     from .training.rundir import RunDirectory
 
     flags = _flag_values(args)
-    root, finished = None, False
+    root, finished, lock = None, False, RunLock()
     world = distributed.world_from_env()
     if world.distributed:  # the backend follows the device named on the command line (default auto)
         world = distributed.start(world, world.device(select_device(flags.get("device", "auto"))))
     try:
-        config, payload, root = distributed.from_main(world, lambda: _prepare_run(args, flags, world))
+        prepared = distributed.from_main(world, lambda: prepare_run(
+            resume=args.resume, out=args.out, config_file=args.config, flag_values=flags, lock=lock, world=world,
+            check_evaluation=feature_network_for))
+        root = prepared.root
         run = RunDirectory(root, job=world.run_id)
         if world.distributed and world.is_main:
             print(distributed.describe(world), file=sys.stderr)
-        result = train(config, run, resume=payload, progress=not args.quiet, evaluator=evaluate_during_training,
-                       world=world)
+        result = train(prepared.config, run, resume=prepared.resume, progress=not args.quiet,
+                       evaluator=evaluate_during_training, world=world)
         finished = True
     except KeyboardInterrupt as exc:  # a second signal: leave now; every file on disk is whole
         if world.is_main and root is not None:
@@ -350,6 +374,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 1  # another rank failed and said why; torchrun stops (or restarts) the rest
         raise
     finally:
+        lock.release()
         distributed.stop(world, together=finished)
     if not world.is_main:
         return 128 + (result.signum or signal.SIGINT) if result.status == "interrupted" else 0
@@ -362,63 +387,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare_run(args: argparse.Namespace, flags: dict[str, Any], world: Any) -> tuple[Any, Any, Path]:
-    """(config, checkpoint payload to resume or None, run directory) of `dcgan train`; rank 0 alone runs this.
-
-    Under torchrun, a restarted job (TORCHELASTIC_RESTART_COUNT > 0) continues the run it started
-    in --out from its last checkpoint instead of refusing the existing directory.
-    """
-    from .evaluation.during_training import feature_network_for
-    from .training.rundir import RunDirectory, started_by
-    from .training.state import load_resume_point
-
-    if args.resume:
-        if args.out or args.config:
-            raise UserError("--resume takes its settings from the run: drop --out and --config")
-        config, payload = load_resume_point(Path(args.resume), flags)
-        root = Path(args.resume)
-    else:
-        default = f"torchrun-{world.run_id}" if world.run_id else time.strftime("%Y%m%d-%H%M%S")
-        root = Path(args.out or Path("runs") / default)
-        continuing = world.restart > 0 and started_by(root, world.run_id)  # our own run, before torchrun restarted us
-        if continuing and RunDirectory(root).last_checkpoint.is_file():
-            print(f"torchrun restart {world.restart}: continuing {root} from its last checkpoint", file=sys.stderr)
-            config, payload = load_resume_point(root, flags)
-        else:
-            config, payload = resolve_config(read_toml(args.config) if args.config else {}, flags), None
-            if not continuing:
-                RunDirectory.create(root)
-    if config.eval_every:
-        feature_network_for(config)  # a wrong --eval-classifier fails before anything is written
-    return config, payload, root
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     from .device import select_device
-    from .sampling import (NOT_CLASSES, generate, labels_path, labels_per_class, load_generator, parse_labels,
-                           write_images)
+    from .networks import channels_of
+    from .sampling import (check_seed, generate, labels_path, labels_per_class, load_generator, parse_labels,
+                           require_images_fit, require_label_classes, write_images)
 
     out = Path(args.out)
-    if args.grid or args.format == "npy":
-        _require_new_file(out)
+    if args.grid:
+        if args.format == "npy":
+            raise UserError("--grid writes one PNG image; it does not go with --format npy")
+        _require_new_file(out, (".png",), "--grid writes a PNG image: name a .png file")
+    elif args.format == "npy":
+        _require_new_file(out, (".npy",), "--format npy writes a .npy file: name one ending in .npy")
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out}: already exists and is not an empty folder")
-    if args.format == "npy" and not args.grid and labels_path(out).exists():
-        raise UserError(f"--out {out}: {labels_path(out)} already exists; choose another path")
+    seed = check_seed(args.seed, option="--seed")
     device = select_device(args.device)
-    generator, _ = load_generator(args.checkpoint, device)
-    spec = args.label if args.label is not None else args.labels
-    if spec is not None and generator.conditioning != "classes":
-        raise UserError(f"--label{'s' if args.label is None else ''}: {args.checkpoint} is "
-                        f"{NOT_CLASSES[generator.conditioning]}; train one with --conditional "
-                        f"(or --preset conditional)")
-    labels = None
-    if generator.conditioning == "classes":
-        flag = "--label" if args.label is not None else "--labels"
-        classes = list(range(generator.num_classes)) if spec is None else parse_labels(spec, generator.num_classes,
-                                                                                       flag=flag)
-        labels = labels_per_class(classes, args.num)
-    images = generate(generator, len(labels) if labels is not None else args.num, seed=args.seed, device=device,
+    generator, config = load_generator(args.checkpoint, device)
+    spec, flag = (args.label, "--label") if args.label is not None else (args.labels, "--labels")
+    if spec is not None:
+        num_classes = require_label_classes(generator, option=flag, source=args.checkpoint)
+        classes = parse_labels(spec, num_classes, flag=flag)
+    else:  # a class-conditional model draws every class; others draw their own labels, if any
+        classes = None if generator.label_classes is None else list(range(generator.label_classes))
+    if classes is not None and args.format == "npy" and not args.grid and labels_path(out).exists():
+        raise UserError(f"--out {out}: its labels file {labels_path(out)} already exists; choose another path")
+    per_class = 1 if classes is None else len(classes)
+    require_images_fit(f"--num {args.num:,}" + (f" x {per_class} classes" if per_class > 1 else ""),
+                       args.num * per_class, latent_dim=generator.latent_dim, image_size=config.image_size,
+                       channels=channels_of(config))
+    labels = None if classes is None else labels_per_class(classes, args.num)
+    images = generate(generator, args.num if labels is None else len(labels), seed=seed, device=device,
                       labels=labels)
     with writing(out, option="--out"):
         write_images(images, out, fmt=args.format, grid=args.grid, labels=None if labels is None else labels.numpy())
@@ -427,59 +427,56 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    import torch
-
     from .device import select_device
-    from .images import to_uint8
-    from .interpolation import class_morph, latent_walk, render, save_walk
-    from .sampling import NOT_CLASSES, load_generator, parse_labels
+    from .interpolation import (check_fps, morph_between_classes, require_walk_fits, save_walk,
+                                walk_through_anchors)
+    from .networks import channels_of
+    from .sampling import check_seed, load_generator, parse_labels, require_label_classes
 
     out = Path(args.out)
-    if out.suffix.lower() not in (".gif", ".png"):
-        raise UserError(f"--out {out}: name a .gif (an animation) or a .png (a grid, a walk per row)")
-    _require_new_file(out)
+    _require_new_file(out, (".gif", ".png"), "name a .gif (an animation) or a .png (a grid, a walk per row)")
+    check_fps(args.fps)
     if args.anchors < 2:
         raise UserError(f"--anchors {args.anchors}: a walk needs at least 2 anchor points")
+    seed = check_seed(args.seed, option="--seed")
     device = select_device(args.device)
-    generator, _ = load_generator(args.checkpoint, device)
+    generator, config = load_generator(args.checkpoint, device)
     spec, flag = (args.label, "--label") if args.label is not None else (args.labels, "--labels")
-    if spec is not None and generator.conditioning != "classes":
-        raise UserError(f"{flag}: {args.checkpoint} is {NOT_CLASSES[generator.conditioning]}; "
-                        f"train one with --conditional (or --preset conditional)")
-    rng = torch.Generator().manual_seed(args.seed)
+    classes = []
+    if spec is not None:
+        classes = parse_labels(spec, require_label_classes(generator, option=flag, source=args.checkpoint), flag=flag)
+    if args.labels is not None and len(classes) < 2:
+        raise UserError(f"--labels {args.labels}: a morph needs at least 2 classes (use --label to walk in one)")
+    if args.label is not None and len(classes) > 1:
+        raise UserError(f"--label {args.label}: name one class (use --labels to morph from class to class)")
+    stops = f"{len(classes)} classes" if args.labels is not None else f"--anchors {args.anchors:,}"
+    frames = (len(classes) if args.labels is not None else args.anchors) * args.frames
+    require_walk_fits(f"--frames {args.frames:,} x {stops} x --num {args.num:,}", frames, args.num, out=out,
+                      latent_dim=generator.latent_dim, image_size=config.image_size, channels=channels_of(config))
     if args.labels is not None:  # class to class at fixed noise
-        classes = torch.tensor(parse_labels(args.labels, generator.num_classes))
-        if len(classes) < 2:
-            raise UserError(f"--labels {args.labels}: a morph needs at least 2 classes (use --label to walk in one)")
-        noise = torch.randn(args.num, generator.latent_dim, generator=rng).to(device)
-        starts, ends, mix = class_morph(len(classes), args.frames)
-        with torch.no_grad():
-            frames = [to_uint8(generator.morph(noise, classes[a].repeat(args.num).to(device),
-                                               classes[b].repeat(args.num).to(device), float(t)))
-                      for a, b, t in zip(starts, ends, mix)]
+        pictures = morph_between_classes(generator, classes, walks=args.num, frames_per_segment=args.frames,
+                                         seed=seed, device=device)
     else:
-        walk = latent_walk(torch.randn(args.anchors, args.num, generator.latent_dim, generator=rng), args.frames)
-        if args.label is not None:
-            labels = torch.full((args.num,), parse_labels(args.label, generator.num_classes, flag="--label")[0])
-        else:
-            labels = generator.sample_labels(args.num, seed=args.seed)  # a class or cluster per walk, if any
-        frames = [render(generator, noise, labels, device) for noise in walk]
+        pictures = walk_through_anchors(generator, walks=args.num, anchors=args.anchors,
+                                        frames_per_segment=args.frames, seed=seed, device=device,
+                                        label=classes[0] if classes else None)
     with writing(out, option="--out"):
-        save_walk(frames, out, fps=args.fps)
-    print(f"wrote {len(frames)} frames of {args.num} walks to {out}")
+        save_walk(pictures, out, fps=args.fps)
+    print(f"wrote {len(pictures)} frames of {args.num} walks to {out}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export
+    from .export import SUFFIXES, export
 
     out = Path(args.out)
-    _require_new_file(out)
+    suffixes = SUFFIXES[args.format]
+    _require_new_file(out, suffixes, f"--format {args.format} writes a {suffixes[0]} file: name one ending in "
+                                     f"{' or '.join(suffixes)}")
     with writing(out, option="--out"):
         info = export(args.checkpoint, args.format, out)
-    inputs = "z" + (", labels" if info["conditioning"] != "none" else "")
-    print(f"wrote {args.format} generator to {out}: inputs {inputs}, latent_dim {info['latent_dim']}, images "
-          f"{info['channels']}x{info['image_size']}x{info['image_size']}")
+    print(f"wrote {args.format} generator to {out}: inputs {info['inputs']}, latent_dim {info['latent_dim']}, "
+          f"images {info['channels']}x{info['image_size']}x{info['image_size']}")
     return 0
 
 

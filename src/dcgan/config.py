@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import stat
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from .errors import UserError
+from .errors import UserError, file_kind
 
 # The names of the choices; the modules that implement them are keyed by these names.
 ARCHITECTURES = ("tutorial", "dcgan")  # networks.ARCHITECTURES
@@ -19,6 +22,85 @@ LOSSES = ("bce", "hinge", "lsgan")  # training.losses
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 LR_SCALINGS = ("none", "sqrt", "linear")
+
+POSITIVE = ("image_size", "latent_dim", "batch_size", "log_every", "keep_checkpoints", "grid_size", "eval_samples",
+            "d_steps", "g_width", "d_width")
+NON_NEGATIVE = ("epochs", "steps", "sample_every", "checkpoint_every", "time_limit", "seed", "eval_every",
+                "num_classes", "clusters", "mode_seeking", "r1")
+# Far beyond any useful run, yet low enough that a mistyped or hostile value (in a config file or a
+# checkpoint's stored config) is refused before the networks or buffers it sizes are allocated.
+UPPER_BOUNDS = {
+    "latent_dim": 4096,  # 8x the largest noise in common use (512); the tutorial G holds 12,544 weights per unit
+    "g_width": 512,  # 8x Radford et al.'s 64; layers widen to 16x it, so the weights grow with its square
+    "d_width": 512,  # as g_width
+    "batch_size": 2**20,  # no lower: a large-batch run splits the global batch over many GPUs
+    "grid_size": 1024,  # a 32x32 grid; it is generated in one batch at every sample
+    "eval_samples": 100_000,  # 10x the 10,000 of the usual FID; they are generated and held at once
+    "num_classes": 10_000,  # 10x ImageNet's classes; G and the projection D hold a vector per class
+    "clusters": 10_000,  # the clusters are the classes (as num_classes); k-means keeps an images x clusters table
+    "d_steps": 100,  # 20x WGAN's 5; every D step takes a batch of its own
+    "seed": 2**32 - 1,  # NumPy's seeds end here
+}
+# The tutorial's first layer is fully connected to maps of a quarter of the image size, so its
+# weights grow with the size's square; the dcgan architecture's largest size is its limit too.
+TUTORIAL_MAX_SIZE = max(DCGAN_SIZES)
+TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+
+
+def toml_value(value: Any) -> str:
+    """A value as a TOML file spells it: `true`, `"text"`, `0.001`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    return repr(value)
+
+
+def describe_setting(problem: str, names: tuple[str, ...], values: Mapping[str, Any],
+                     origins: Mapping[str, str]) -> str:
+    """A message about the settings `names`: each named by its flag, or (when `origins` maps it to a
+    file) as the file spells it, after the file's path.
+
+    A `problem` without `{...}` is about one setting: `--x must be ..., got v` or `FILE: x = v: must
+    be ...`; otherwise it names its settings as `{name}`, or `{name:value}` with the value.
+    """
+    if "{" not in problem:
+        (name,) = names
+        if name in origins:
+            return f"{origins[name]}: {name} = {toml_value(values[name])}: {problem}"
+        return f"{flag(name)} {problem}, got {values[name]!r}"
+    text = problem.format_map({name: _Named(name, values[name], name in origins) for name in names})
+    files = list(dict.fromkeys(origins[name] for name in names if name in origins))
+    return f"{', '.join(files)}: {text}" if files else text
+
+
+class InvalidSetting(UserError):
+    """A value, or a combination of values, that TrainConfig refuses; its message names flags.
+
+    `describe` names the settings that came from a file as the file spells them instead.
+    """
+
+    def __init__(self, problem: str, names: tuple[str, ...], values: Mapping[str, Any]) -> None:
+        self.problem, self.names, self.values = problem, names, dict(values)
+        super().__init__(describe_setting(problem, names, self.values, {}))
+
+    def describe(self, origins: Mapping[str, str]) -> str:
+        """The message, with `origins` mapping the settings that came from a file to that file's path."""
+        return describe_setting(self.problem, self.names, self.values, origins)
+
+
+@dataclass(frozen=True)
+class _Named:
+    """A setting in a message: `{name}` is its flag or its name in a file; `{name:value}` adds the value."""
+
+    name: str
+    value: Any
+    from_file: bool
+
+    def __format__(self, spec: str) -> str:
+        if self.from_file:
+            return f"{self.name} = {toml_value(self.value)}" if spec == "value" else self.name
+        return f"{flag(self.name)} {self.value}" if spec == "value" else flag(self.name)
 
 
 @dataclass(frozen=True)
@@ -83,65 +165,63 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise UserError naming the option at fault when a value is out of range."""
-        positive = ("image_size", "latent_dim", "batch_size", "log_every", "keep_checkpoints",
-                    "grid_size", "eval_samples", "d_steps", "g_width", "d_width")
-        non_negative = ("epochs", "steps", "sample_every", "checkpoint_every", "time_limit", "seed", "eval_every",
-                        "num_classes", "clusters", "mode_seeking", "r1")
-        for name in positive:
+        """Raise InvalidSetting (a UserError) naming the setting at fault when a value is out of range."""
+        for name in POSITIVE:
             if getattr(self, name) <= 0:
-                raise UserError(f"{flag(name)} must be positive, got {getattr(self, name)}")
-        for name in non_negative:
+                self._refuse("must be positive", name)
+        for name in NON_NEGATIVE:
             if getattr(self, name) < 0:
-                raise UserError(f"{flag(name)} must not be negative, got {getattr(self, name)}")
+                self._refuse("must not be negative", name)
+        for name, most in UPPER_BOUNDS.items():
+            if getattr(self, name) > most:
+                self._refuse(f"must be at most {most}", name)
         for name in ("lr_d", "lr_g"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
-                raise UserError(f"{flag(name)} must be a positive number, got {value}")
-        for name in ("beta1", "beta2"):
+                self._refuse("must be a positive number", name)
+        for name in ("beta1", "beta2", "ema_decay"):
             if not 0 <= getattr(self, name) < 1:
-                raise UserError(f"{flag(name)} must be in [0, 1), got {getattr(self, name)}")
-        if not 0 <= self.ema_decay < 1:
-            raise UserError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
-        for name in ("mode_seeking", "r1"):
+                self._refuse("must be in [0, 1)", name)
+        for name in ("mode_seeking", "r1", "time_limit"):
             if not math.isfinite(getattr(self, name)):
-                raise UserError(f"{flag(name)} must be a finite number, got {getattr(self, name)}")
+                self._refuse("must be a finite number", name)
         if self.clusters == 1:
-            raise UserError("--clusters must be 0 (off) or at least 2, got 1")
+            self._refuse("must be 0 (off) or at least 2", "clusters")
         if self.clusters and self.conditional:
-            raise UserError("--clusters and --conditional exclude each other: --conditional uses the data's labels, "
-                            "--clusters replaces them with k-means clusters")
+            self._refuse("{clusters} and {conditional} exclude each other: {conditional} uses the data's labels, "
+                         "{clusters} replaces them with k-means clusters", "clusters", "conditional")
         if self.mismatched_labels and not (self.conditional or self.clusters):
-            raise UserError("--mismatched-labels needs labels to mismatch: add --conditional or --clusters K")
+            self._refuse("{mismatched_labels} needs labels to mismatch: add --conditional or --clusters K",
+                         "mismatched_labels")
         if self.mode_seeking and self.reuse_fake:
-            raise UserError("--mode-seeking compares the D step's generated batch with the G step's, "
-                            "so it cannot be used with --reuse-fake (one batch for both)")
+            self._refuse("{mode_seeking} compares the D step's generated batch with the G step's, "
+                         "so it cannot be used with {reuse_fake} (one batch for both)", "mode_seeking", "reuse_fake")
         if self.loss not in LOSSES:
-            raise UserError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+            self._refuse(f"must be one of {', '.join(LOSSES)}", "loss")
         if self.epochs == 0 and self.steps == 0 and self.time_limit == 0:
-            raise UserError("--epochs and --steps are both 0 and there is no --time-limit: nothing to train")
+            self._refuse("{epochs} and {steps} are both 0 and there is no {time_limit}: nothing to train",
+                         "epochs", "steps", "time_limit")
         if self.arch == "dcgan" and self.image_size not in DCGAN_SIZES:
-            raise UserError(f"--image-size {self.image_size}: the dcgan architecture makes images of "
-                            f"{', '.join(map(str, DCGAN_SIZES))} pixels")
+            self._refuse(f"{{image_size:value}}: the dcgan architecture makes images of "
+                         f"{', '.join(map(str, DCGAN_SIZES))} pixels", "image_size", "arch")
         if self.arch == "tutorial" and self.image_size % 4:
-            raise UserError(f"--image-size must be a multiple of 4, got {self.image_size}")
+            self._refuse("must be a multiple of 4", "image_size")
+        if self.arch == "tutorial" and self.image_size > TUTORIAL_MAX_SIZE:
+            self._refuse(f"must be at most {TUTORIAL_MAX_SIZE} with the tutorial architecture", "image_size")
         if self.arch == "tutorial" and (self.g_width, self.d_width) != (64, 64):
-            raise UserError("--g-width and --d-width set the dcgan architecture's widths; the tutorial's are "
-                            "fixed (add --arch dcgan)")
+            self._refuse("{g_width} and {d_width} set the dcgan architecture's widths; the tutorial's are "
+                         "fixed (add --arch dcgan)", "g_width", "d_width", "arch")
         if self.channels not in (0, 1, 3):
-            raise UserError(f"--channels must be 1 or 3 (or 0: from the data), got {self.channels}")
+            self._refuse("must be 1 or 3 (or 0: from the data)", "channels")
         if self.batch_size < 2:
-            raise UserError(f"--batch-size must be at least 2 (batch norm needs 2 samples), got {self.batch_size}")
-        if self.device not in DEVICES:
-            raise UserError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.lr_scaling not in LR_SCALINGS:
-            raise UserError(f"--lr-scaling must be one of {', '.join(LR_SCALINGS)}, got {self.lr_scaling!r}")
-        if self.arch not in ARCHITECTURES:
-            raise UserError(f"--arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
-        if self.preset not in PRESETS:
-            raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+            self._refuse("must be at least 2 (batch norm needs 2 samples)", "batch_size")
+        for name, choices in (("device", DEVICES), ("precision", PRECISIONS), ("lr_scaling", LR_SCALINGS),
+                              ("arch", ARCHITECTURES), ("preset", PRESETS)):
+            if getattr(self, name) not in choices:
+                self._refuse(f"must be one of {', '.join(choices)}", name)
+
+    def _refuse(self, problem: str, *names: str) -> NoReturn:
+        raise InvalidSetting(problem, names, vars(self))
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a plain dict (TOML- and checkpoint-friendly)."""
@@ -178,22 +258,33 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+class FileValues(dict):
+    """Settings read from a config file, which remember the file so that messages can name it."""
+
+    def __init__(self, values: Mapping[str, Any], path: str) -> None:
+        super().__init__(values)
+        self.path = path
+
+
 def _coerce(name: str, value: Any, origin: str) -> Any:
     """Check a value read from a file against the field's type (ints are accepted for floats)."""
     expected = {"int": int, "float": float, "str": str, "bool": bool}[FIELD_TYPES[name]]
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if type(value) is not expected:
-        raise UserError(f"{origin}: '{name}' must be a {expected.__name__}, got {value!r}")
+        raise UserError(f"{origin}: {name} = {toml_value(value)}: must be {TYPE_NAMES[FIELD_TYPES[name]]}")
     return value
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
+def read_toml(path: str | Path) -> FileValues:
     """Read a config file into a dict of known, type-checked fields."""
     path = Path(path)
     try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):  # a device or a pipe might never stop giving bytes
+            raise UserError(f"config file {path} is {file_kind(mode)}, not a regular file")
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise UserError(f"config file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read config file {path}: {exc}") from None
@@ -202,16 +293,22 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     unknown = sorted(set(raw) - set(FIELD_TYPES))
     if unknown:
         raise UserError(f"{path}: unknown setting(s) {', '.join(unknown)}")
-    return {name: _coerce(name, value, str(path)) for name, value in raw.items()}
+    return FileValues({name: _coerce(name, value, str(path)) for name, value in raw.items()}, str(path))
 
 
-def resolve_config(file_values: dict[str, Any] | None = None, flag_values: dict[str, Any] | None = None
+def resolve_config(file_values: Mapping[str, Any] | None = None, flag_values: Mapping[str, Any] | None = None
                    ) -> TrainConfig:
-    """Merge defaults, the chosen preset, a config file's values and flags (later wins)."""
+    """Merge defaults, the chosen preset, a config file's values and flags (later wins).
+
+    A value refused names its flag, or the file (from `read_toml`) and the setting as the file spells it.
+    """
+    path = file_values.path if isinstance(file_values, FileValues) else None
     file_values, flag_values = dict(file_values or {}), dict(flag_values or {})
+    origins = {name: path for name in file_values.keys() - flag_values.keys()} if path else {}
     preset = flag_values.get("preset") or file_values.get("preset") or DEFAULT_PRESET
     if preset not in PRESETS:
-        raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        raise UserError(describe_setting(f"must be one of {', '.join(PRESETS)}", ("preset",), {"preset": preset},
+                                         origins))
     merged = {**PRESETS[preset], **file_values, **flag_values, "preset": preset}
     chosen = file_values.keys() | flag_values.keys()
     if until_time_limit(chosen):
@@ -223,9 +320,13 @@ def resolve_config(file_values: dict[str, Any] | None = None, flag_values: dict[
     if merged.get("reuse_fake") and merged.get("mode_seeking") and "reuse_fake" not in chosen:
         merged["reuse_fake"] = False  # the preset's one-batch step gives way to the mode-seeking term asked for
     if merged.get("reuse_fake") and merged.get("mode_seeking") and "mode_seeking" not in chosen:
-        raise UserError(f"--reuse-fake: the {preset} preset's mode-seeking term compares two generated batches; "
-                        f"add --mode-seeking 0 to use one batch")
-    return TrainConfig(**merged)
+        raise UserError(describe_setting(f"{{reuse_fake}}: the {preset} preset's mode-seeking term compares two "
+                                         f"generated batches; add --mode-seeking 0 to use one batch",
+                                         ("reuse_fake",), merged, origins))
+    try:
+        return TrainConfig(**merged)
+    except InvalidSetting as exc:
+        raise UserError(exc.describe(origins)) from None
 
 
 def until_time_limit(chosen: set[str] | dict[str, Any]) -> bool:
@@ -253,24 +354,24 @@ def resumed_config(stored: TrainConfig, flag_values: dict[str, Any], origin: str
         changes.update(epochs=0, steps=0)
     elif "epochs" in changes and "steps" not in changes:
         changes["steps"] = 0
-    return stored.replace(**changes)
+    try:
+        return stored.replace(**changes)
+    except InvalidSetting as exc:  # the flags name themselves; the rest is the run's
+        raise UserError(exc.describe({name: origin for name in FIELD_TYPES if name not in changes})) from None
 
 
-def config_from_dict(values: dict[str, Any], origin: str) -> TrainConfig:
-    """Rebuild a config stored in a checkpoint, ignoring fields this version does not know."""
+def config_from_dict(values: Mapping[str, Any], origin: str) -> TrainConfig:
+    """Rebuild a config stored in a checkpoint, ignoring fields this version does not know.
+
+    A value refused names `origin` (the checkpoint) and the setting as stored.
+    """
     known = {k: _coerce(k, v, origin) for k, v in values.items() if k in FIELD_TYPES}
-    return TrainConfig(**known)
+    try:
+        return TrainConfig(**known)
+    except InvalidSetting as exc:
+        raise UserError(exc.describe(dict.fromkeys(FIELD_TYPES, origin))) from None
 
 
 def to_toml(config: TrainConfig) -> str:
     """Serialise a config as TOML (flat scalars only, so a tiny writer is enough)."""
-    lines = []
-    for name, value in config.to_dict().items():
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, str):
-            text = json.dumps(value)  # a JSON string is a valid TOML basic string
-        else:
-            text = repr(value)
-        lines.append(f"{name} = {text}")
-    return "\n".join(lines) + "\n"
+    return "".join(f"{name} = {toml_value(value)}\n" for name, value in config.to_dict().items())

@@ -13,6 +13,7 @@ import hashlib
 import mmap
 import multiprocessing
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -143,17 +144,45 @@ def _folder_key(root: Path, files: list[tuple[Path, int]], channels: int, size: 
 
 
 def _decode(path: Path, channels: int, size: int) -> np.ndarray:
-    """One image as uint8 (C, size, size): laid on white if transparent, converted, its shorter side resized
-    to `size`, centre-cropped."""
+    """One image as uint8 (C, size, size): 16-bit grey scaled to 8 bits, laid on white if transparent, converted,
+    its shorter side resized to `size`, centre-cropped."""
+    with _open_image(path) as image:
+        image = _opaque(_eight_bit(image, path)).convert("L" if channels == 1 else "RGB")
+        if image.size != (size, size):
+            image = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+@contextlib.contextmanager
+def _open_image(path: Path) -> Iterator[Image.Image]:
+    """`path` opened by PIL; any failure inside (unreadable, truncated, too many pixels) is a one-line UserError.
+
+    A header claiming more than Image.MAX_IMAGE_PIXELS is refused before any decoding, also up to twice
+    the limit, where PIL itself only warns; the process's warning filters are restored on leaving.
+    """
     try:
-        with Image.open(path) as image:
-            image = _opaque(image).convert("L" if channels == 1 else "RGB")
-            if image.size != (size, size):
-                image = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                yield image
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise UserError(f"cannot read image {path}: its header claims more than {Image.MAX_IMAGE_PIXELS:,} "
+                        f"pixels (PIL's Image.MAX_IMAGE_PIXELS, the limit against decompression bombs)") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise UserError(f"cannot read image {path}: {exc}") from None
-    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def _eight_bit(image: Image.Image, path: Path) -> Image.Image:
+    """A greyscale picture of 16-bit samples (modes I;16*, I) scaled to 8 bits as value / 257, rounded (0 and
+    65535 stay black and white; PIL's own conversion would clamp at 255); other modes unchanged, floats refused."""
+    if image.mode == "F":
+        raise UserError(f"cannot read image {path}: its pixels are 32-bit floats (mode F), which have no fixed "
+                        f"range; save it with 8- or 16-bit pixels")
+    if not image.mode.startswith("I"):
+        return image
+    samples = np.clip(np.asarray(image).astype(np.float64), 0, 65535)  # mode I: 16-bit PNGs in older PIL
+    return Image.fromarray(np.round(samples / 257).astype(np.uint8))
 
 
 def _opaque(image: Image.Image) -> Image.Image:
@@ -172,13 +201,11 @@ def folder_channels(files: list[tuple[Path, int]], *, probes: int = 64) -> int:
     """3 when any of up to `probes` images spread over the folder has colour, else 1 (RGB files of grey
     pictures count as grey)."""
     for path, _ in files[:: max(1, len(files) // probes)]:
-        try:
-            with Image.open(path) as image:
-                if image.mode in ("1", "L", "LA", "I", "I;16", "F"):
-                    continue
-                small = np.asarray(_opaque(image).convert("RGB").resize((32, 32)), dtype=np.int16)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise UserError(f"cannot read image {path}: {exc}") from None
+        with _open_image(path) as image:
+            image = _eight_bit(image, path)
+            if image.mode in ("1", "L", "LA"):
+                continue
+            small = np.asarray(_opaque(image).convert("RGB").resize((32, 32)), dtype=np.int16)
         if np.abs(small - small.mean(axis=2, keepdims=True)).max() > 2:
             return 3
     return 1
@@ -316,6 +343,32 @@ def load_data(spec: str, *, split: str = "train", channels: int = 1, image_size:
     return dataclasses.replace(data, images=images)
 
 
+def batches_per_epoch(images: int, batch_size: int, world_size: int = 1) -> int:
+    """The batches of an epoch of `images`: the full ones, and a trailing one when each rank's share of it
+    has two images (batch norm cannot train on one)."""
+    return images // batch_size + (1 if (images % batch_size) // world_size > 1 else 0)
+
+
+def require_a_batch(data: ImageData, *, batch_size: int, world_size: int = 1) -> int:
+    """The batches per epoch of `data`; a UserError when there are none (training would wait forever for one).
+
+    A set smaller than the batch is one trailing batch of all of it, so with at least 2 images of the
+    batch for each of the `world_size` processes, only a set of fewer than 2 per process has none.
+    """
+    count = batches_per_epoch(len(data), batch_size, world_size)
+    if count:
+        return count
+    images = f"{len(data)} image{'' if len(data) == 1 else 's'}"
+    if world_size == 1:
+        raise UserError(f"--data {data.source}: {images}, too few for one batch (batch norm needs at least 2 "
+                        f"images in a batch); add images")
+    most = len(data) // 2
+    advice = f"run at most {most} process{'' if most == 1 else 'es'}, or add images" if most else "add images"
+    raise UserError(f"--data {data.source}: {images}, too few for one batch over {world_size} processes (each "
+                    f"takes its part of every batch, and batch norm needs at least 2 images in it, so at "
+                    f"least {2 * world_size} in all); {advice}")
+
+
 class ShuffledBatches:
     """Batches drawn by indexing an in-memory uint8 tensor, scaled to [-1, 1] on the fly.
 
@@ -327,6 +380,7 @@ class ShuffledBatches:
 
     def __init__(self, data: ImageData, *, batch_size: int, seed: int, device: torch.device, rank: int = 0,
                  world_size: int = 1) -> None:
+        self.batches_per_epoch = require_a_batch(data, batch_size=batch_size, world_size=world_size)
         # A memory-mapped set stays in its file (on the host); each batch is gathered, then moved.
         self.host = data.mapped and device.type != "cpu"
         self.images = data.images if self.host else data.images.to(device)
@@ -336,9 +390,6 @@ class ShuffledBatches:
         self.device = device
         self.rank = rank
         self.world_size = world_size
-        # A trailing batch is kept when each rank's share has two images: batch norm cannot train on one.
-        n = len(data)
-        self.batches_per_epoch = n // batch_size + (1 if (n % batch_size) // world_size > 1 else 0)
 
     def order(self, epoch: int) -> torch.Tensor:
         """The permutation of sample indices used in `epoch`."""

@@ -20,18 +20,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 
 from .api import TrainedGenerator, load
 from .errors import UserError
 from .images import grid_image
-from .interpolation import latent_walk, render, save_walk
-from .ops import seeded_noise
+from .interpolation import save_walk, walk_between_seeds
 
 MISSING_EXTRA = "dcgan demo needs the demo extra: pip install 'dcgan[demo]'"
 ANY = "any"  # the class picker's choice for every class in turn
 MAX_IMAGES = 100
+MIN_FRAMES, MAX_FRAMES = 2, 48  # frames each way of a walk
 MAX_SEED = 2**53 - 1  # the largest whole number a browser's number field holds exactly
 SHOWN_SIZE = 96  # pixels: small images are enlarged (nearest neighbour) to about this size on the page
 FPS = 12.0
@@ -43,10 +42,9 @@ CSS = "#grid img, #walk img { image-rendering: pixelated; }"
 def describe(trained: TrainedGenerator) -> str:
     """What the model draws, in one line: size, colours, classes, noise."""
     colours = "greyscale" if trained.channels == 1 else f"{trained.channels}-channel"
-    conditioning = trained.generator.conditioning
-    if conditioning == "classes":
+    if trained.num_classes is not None:
         labels = f"conditional on {trained.num_classes} classes"
-    elif conditioning == "clusters":
+    elif trained.generator.takes_labels:  # labels it draws itself, never asked for: its k-means clusters
         labels = f"trained on {trained.generator.num_classes} k-means clusters (drawn by their sizes)"
     else:
         labels = "unconditional"
@@ -98,22 +96,21 @@ def walk_gif(trained: TrainedGenerator, folder: Path, *, seed: int, to_seed: int
              label: int | None = None) -> Path:
     """A looping GIF: the first row of `grid_png`'s grid for `seed` walks to that of `to_seed` and back, in
     `frames` steps each way (spherical interpolation of the noise, labels fixed)."""
-    walks = columns_for(trained, num, label)
-    generator = trained.generator
-
-    def noise(of: int) -> torch.Tensor:  # the first row of the noise sampling.generate draws for the grid
-        return seeded_noise(num, trained.latent_dim, of)[:walks]
-
-    if label is not None:
-        labels = torch.full((walks,), label)
-    else:
-        labels = generator.sample_labels(num, seed=seed)
-        labels = None if labels is None else labels[:walks]
-    path = latent_walk(torch.stack([noise(seed), noise(to_seed)]), frames)
-    pictures = [render(generator, step, labels, trained.device) for step in path]
+    pictures = walk_between_seeds(trained.generator, seed=seed, to_seed=to_seed, num=num,
+                                  walks=columns_for(trained, num, label), frames_per_segment=frames,
+                                  device=trained.device, label=label)
     out = _new_file(folder, f"dcgan-walk-seed{seed}-seed{to_seed}{'' if label is None else f'-class{label}'}.gif")
     save_walk(pictures, out, fps=FPS)
     return out
+
+
+def whole(value: Any, what: str, low: int, high: int) -> int:
+    """A number from the page as an int from `low` to `high`; a UserError naming its control otherwise (a
+    request need not come from the page's own controls)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high \
+            or value != int(value):
+        raise UserError(f"{what}: must be a whole number from {low} to {high}, got {value!r}")
+    return int(value)
 
 
 def _new_file(folder: Path, name: str) -> Path:
@@ -146,24 +143,27 @@ def build_page(gr: Any, trained: TrainedGenerator, folder: Path, *, name: str) -
     default_num = 2 * trained.num_classes if conditional and 2 * trained.num_classes <= MAX_IMAGES else 16
 
     def chosen(label: str | None) -> int | None:
-        return None if not label or label == ANY else int(label)
+        if not label:  # a cleared picker: every class in turn, as `any`
+            return None
+        if label not in classes:
+            named = f" or a class from 0 to {trained.num_classes - 1}" if conditional else ""
+            raise UserError(f"Class: must be {ANY}{named}, got {label!r}")
+        return None if label == ANY else int(label)
 
-    def seed_of(value: float | None, what: str) -> int:
-        if value is None or not 0 <= value <= MAX_SEED or value != int(value):
-            raise gr.Error(f"{what} must be a whole number from 0 to {MAX_SEED}, got {value}")
-        return int(value)
-
-    def on_generate(seed: float | None, num: float, label: str | None) -> tuple[str, Any]:
+    def on_generate(seed: float | None, num: float | None, label: str | None) -> tuple[str, Any]:
         try:
-            path = grid_png(trained, folder, seed=seed_of(seed, "seed"), num=int(num), label=chosen(label))
+            path = grid_png(trained, folder, seed=whole(seed, "Seed", 0, MAX_SEED),
+                            num=whole(num, "Images", 1, MAX_IMAGES), label=chosen(label))
         except UserError as exc:
             raise gr.Error(str(exc)) from None
         return str(path), gr.DownloadButton(value=str(path), interactive=True)
 
-    def on_walk(seed: float | None, to_seed: float | None, num: float, label: str | None, frames: float) -> str:
+    def on_walk(seed: float | None, to_seed: float | None, num: float | None, label: str | None,
+                frames: float | None) -> str:
         try:
-            return str(walk_gif(trained, folder, seed=seed_of(seed, "seed"), to_seed=seed_of(to_seed, "seed B"),
-                                num=int(num), frames=int(frames), label=chosen(label)))
+            return str(walk_gif(trained, folder, seed=whole(seed, "Seed", 0, MAX_SEED),
+                                to_seed=whole(to_seed, "Seed B", 0, MAX_SEED), num=whole(num, "Images", 1, MAX_IMAGES),
+                                frames=whole(frames, "Frames each way", MIN_FRAMES, MAX_FRAMES), label=chosen(label)))
         except UserError as exc:
             raise gr.Error(str(exc)) from None
 
@@ -185,7 +185,8 @@ def build_page(gr: Any, trained: TrainedGenerator, folder: Path, *, name: str) -
         with gr.Row():
             with gr.Column(scale=1, min_width=240):
                 to_seed = gr.Number(1, label="Seed B", precision=0, minimum=0, maximum=MAX_SEED, elem_id="to_seed")
-                frames = gr.Slider(2, 48, value=12, step=1, label="Frames each way", elem_id="frames")
+                frames = gr.Slider(MIN_FRAMES, MAX_FRAMES, value=12, step=1, label="Frames each way",
+                                   elem_id="frames")
                 interpolate = gr.Button("Interpolate", variant="primary", elem_id="interpolate")
             with gr.Column(scale=3):
                 walk = gr.Image(label="Walk", show_label=False, type="filepath", format="gif", interactive=False,

@@ -1,4 +1,10 @@
-"""The one exception type that the command line turns into a one-line error and exit code 2."""
+"""UserError, the one exception the command line turns into a one-line error and exit code 2; its messages' helpers."""
+
+import stat
+
+# What a path is when it is not a regular file: reading a device or a pipe may never end.
+FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+              (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"))
 
 
 class UserError(Exception):
@@ -17,6 +23,13 @@ def reason(exc: BaseException) -> str:
     if not lines:
         return type(exc).__name__
     return lines[1] if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
+def file_kind(mode: int) -> str:
+    """What a file of this `st_mode` is, for a message: `a regular file`, `a character device`, `a named pipe`, ..."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((name for test, name in FILE_KINDS if test(mode)), "a special file")
 
 
 class PeerFailed(Exception):

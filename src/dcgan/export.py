@@ -3,8 +3,8 @@
 The exported network is the sampling generator (the moving average when the run has one, batch
 norm in inference mode) with a dynamic batch dimension: input `z` (float32, N x latent_dim) and,
 for models that take labels (conditional, or k-means clusters), `labels` (int64, N); output
-`images` (float32, N x C x H x W, in [-1, 1]). The latent size, classes, image size and the pixel
-mapping travel in the file's metadata (ONNX metadata properties; `dcgan.json` in TorchScript).
+`images` (float32, N x C x H x W, in [-1, 1]). The inputs, latent size, classes, image size and the
+pixel mapping travel in the file's metadata (ONNX metadata properties; `dcgan.json` in TorchScript).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .networks import channels_of
 from .sampling import load_generator
 
 FORMATS = ("onnx", "torchscript")
+SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth")}  # the names --out may have in each format
 PIXELS = "uint8 = round((images + 1) * 127.5), clamped to 0-255; 0 is the background"
 
 
@@ -47,29 +48,35 @@ class Labelled(nn.Module):
         self.generator = generator
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        embedding = self.generator.embed(labels).to(z.dtype)  # (N, E)
-        return self.generator.body(torch.cat([z, embedding], dim=1))
+        return self.generator.from_embedding(z, self.generator.embed(labels))  # embedding (N, E)
 
 
 def metadata(generator: nn.Module, image_size: int, channels: int) -> dict[str, str]:
     """What a user of the file needs to feed it and read its output."""
-    values: dict[str, Any] = {"latent_dim": generator.latent_dim, "num_classes": generator.num_classes,
-                              "conditioning": generator.conditioning, "image_size": image_size,
-                              "channels": channels, "pixels": PIXELS, "noise": "z ~ N(0, 1)"}
-    if generator.conditioning == "clusters":
-        values["cluster_prior"] = json.dumps([round(p, 6) for p in generator.cluster_prior.tolist()])
+    values: dict[str, Any] = {"inputs": ", ".join(input_names(generator)), "latent_dim": generator.latent_dim,
+                              "num_classes": generator.num_classes, "conditioning": generator.conditioning,
+                              "image_size": image_size, "channels": channels, "pixels": PIXELS,
+                              "noise": "z ~ N(0, 1)"}
+    prior = getattr(generator, "cluster_prior", None)  # how often the model draws each of its clusters
+    if prior is not None:
+        values["cluster_prior"] = json.dumps([round(p, 6) for p in prior.tolist()])
     return {key: str(value) for key, value in values.items()}
+
+
+def input_names(generator: nn.Module) -> list[str]:
+    """The exported file's inputs: `z`, and `labels` for a generator whose forward takes them."""
+    return ["z", "labels"] if generator.takes_labels else ["z"]
 
 
 def export(checkpoint: str | Path, fmt: str, out: str | Path) -> dict[str, str]:
     """Write the checkpoint's sampling generator to `out` in `fmt`; returns the metadata written."""
     out = Path(out)
     generator, config = load_generator(checkpoint, torch.device("cpu"))
-    labelled = generator.conditioning != "none"
+    labelled = generator.takes_labels
     module = (Labelled if labelled else Unlabelled)(generator).eval()
     inputs = (torch.randn(2, generator.latent_dim),) + ((torch.zeros(2, dtype=torch.int64),) if labelled else ())
     info = metadata(generator, config.image_size, channels_of(config))
-    names = ["z", "labels"] if labelled else ["z"]
+    names = input_names(generator)
     if fmt == "onnx":
         try:
             import onnx

@@ -4,8 +4,11 @@ Every network has one interface, whatever its conditioning:
 
 - a generator is called `G(z, labels=None)` on noise (B, latent_dim) and returns images
   (B, C, H, W) in [-1, 1]; it has `latent_dim`, `num_classes` (0 when unconditional),
-  `conditioning` ("none", "classes" or "clusters") and `sample_labels(num, seed=...)`, the labels
-  drawn when none are named (None, every class in turn, or clusters by their sizes);
+  `takes_labels` (whether its forward needs labels: class- and cluster-conditional models),
+  `label_classes` (the classes a user may ask for: the class count of a class-conditional model,
+  None otherwise), `sample_labels(num, seed=...)`, the labels drawn when none are named (None,
+  every class in turn, or clusters by their sizes), and `conditioning` ("none", "classes" or
+  "clusters"), a name kept as metadata that no caller branches on;
 - a discriminator's `D.logits(x, labels=None)` returns pre-sigmoid scores (B, 1).
 
 An architecture is a pair of unconditional networks; the labelled variants wrap them

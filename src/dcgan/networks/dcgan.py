@@ -37,6 +37,8 @@ class DCGANGenerator(nn.Module):
 
     conditioning = "none"
     num_classes = 0
+    takes_labels = False
+    label_classes: int | None = None
 
     def __init__(self, *, latent_dim: int = 100, channels: int = 3, image_size: int = 64, width: int = 64) -> None:
         super().__init__()

@@ -31,6 +31,7 @@ class ConditionalGenerator(nn.Module):
     """(noise (B, latent_dim), labels (B,)) -> images (B, channels, image_size, image_size) in [-1, 1]."""
 
     conditioning = "classes"
+    takes_labels = True
 
     def __init__(self, body: Callable[..., nn.Module], *, latent_dim: int = 16, num_classes: int = 10,
                  embed_dim: int = 16, channels: int = 1, image_size: int = 28) -> None:
@@ -45,14 +46,22 @@ class ConditionalGenerator(nn.Module):
         labels = check_labels(labels, self.num_classes)
         if labels.shape[0] != z.shape[0]:
             raise ValueError(f"{z.shape[0]} noise vectors but {labels.shape[0]} labels")
-        joined = torch.cat([z, self.embed(labels.long()).to(z.dtype)], dim=1)  # (B, latent_dim + E)
+        return self.from_embedding(z, self.embed(labels.long()))
+
+    def from_embedding(self, z: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """Images of noise `z` (B, latent_dim) and label embeddings (B, E): the two joined, through the body."""
+        joined = torch.cat([z, embedding.to(z.dtype)], dim=1)  # (B, latent_dim + E)
         return self.body(joined)  # (B, C, 28, 28)
 
     def morph(self, z: torch.Tensor, start: torch.Tensor, end: torch.Tensor, t: float) -> torch.Tensor:
         """Images between classes `start` and `end` (B,): their embeddings mixed (1 - t) : t, at fixed noise."""
         start, end = check_labels(start, self.num_classes), check_labels(end, self.num_classes)
-        embedding = torch.lerp(self.embed(start.long()), self.embed(end.long()), t).to(z.dtype)  # (B, E)
-        return self.body(torch.cat([z, embedding], dim=1))  # (B, C, 28, 28)
+        return self.from_embedding(z, torch.lerp(self.embed(start.long()), self.embed(end.long()), t))
+
+    @property
+    def label_classes(self) -> int | None:
+        """The classes a user may ask for: every class of the model."""
+        return self.num_classes
 
     def sample_labels(self, num: int, *, seed: int) -> torch.Tensor:
         """Every class in turn, 0, 1, ..., K-1, 0, ...: each equally often (to within one)."""
@@ -69,6 +78,11 @@ class ClusterGenerator(ConditionalGenerator):
         super().__init__(body, latent_dim=latent_dim, num_classes=num_clusters, channels=channels,
                          image_size=image_size)
         self.register_buffer("cluster_prior", torch.full((num_clusters,), 1 / num_clusters))  # set from the data
+
+    @property
+    def label_classes(self) -> int | None:
+        """None: the model draws its clusters itself; a user asks for no class."""
+        return None
 
     def sample_labels(self, num: int, *, seed: int) -> torch.Tensor:
         """`num` cluster indices (num,), drawn in proportion to the clusters' sizes, reproducibly from `seed`."""

@@ -17,6 +17,8 @@ class TutorialGenerator(nn.Module):
 
     conditioning = "none"
     num_classes = 0
+    takes_labels = False
+    label_classes: int | None = None
 
     def __init__(self, *, latent_dim: int = 16, channels: int = 1, image_size: int = 28) -> None:
         super().__init__()

@@ -8,9 +8,13 @@ A single process is a world of size 1, where every helper here does nothing.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import inspect
 import os
+import signal
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -74,6 +78,7 @@ def start(world: World, device: torch.device) -> World:
     """
     if not world.distributed:
         return world
+    stop_with_parent()
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(world.local_rank)
@@ -85,6 +90,23 @@ def start(world: World, device: torch.device) -> World:
         dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=TIMEOUT)
     control = dist.new_group(backend="gloo", timeout=TIMEOUT) if backend != "gloo" else dist.group.WORLD
     return replace(world, backend=backend, control=control)
+
+
+def stop_with_parent(signum: int = signal.SIGTERM) -> bool:
+    """Have the kernel send `signum` to this process when its parent (torchrun's agent) dies; Linux only.
+
+    A worker whose launcher was killed would otherwise train on as an orphan; with the signal it
+    stops after its step, with a checkpoint, as on Ctrl-C. Returns whether the request was made.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    pr_set_pdeathsig = 1
+    if libc.prctl(pr_set_pdeathsig, signum, 0, 0, 0) != 0:
+        return False
+    if os.getppid() == 1:  # the parent died before the request: no signal will come
+        os.kill(os.getpid(), signum)
+    return True
 
 
 def stop(world: World, *, together: bool = True) -> None:

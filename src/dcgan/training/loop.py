@@ -14,18 +14,19 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from tqdm import tqdm
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import TrainConfig
-from ..data import ShuffledBatches, load_data
+from ..data import ShuffledBatches, load_data, require_a_batch
 from ..device import select_device, synchronized_time
 from ..errors import UserError
 from .distributed import World, agreed, any_rank, from_main, gather, mean_over_ranks, rank_seed
 from .labels import set_cluster_prior, to_stderr, with_classes, with_clusters
+from .memory import require_batch_fits
 from .rundir import RunDirectory
 from .signals import StopRequest
 from .state import (Position, capture_rng, check_goal, check_same_data, make_payload, restore, seed_everything,
@@ -49,11 +50,16 @@ class Evaluator(Protocol):
 EvaluatorFactory = Callable[[TrainConfig, RunDirectory, torch.device], "Evaluator | None"]
 
 
+# Where a run stands after a step: still running, or how it ended (the goal reached, the time
+# limit, or a signal to any rank).
+Status = Literal["running", "completed", "time_limit", "interrupted"]
+
+
 @dataclass
 class TrainResult:
     """How a run ended: `completed`, `time_limit` or `interrupted` (with the signal number)."""
 
-    status: str
+    status: Status
     step: int
     images_per_s: float
     signum: int | None = None
@@ -101,6 +107,7 @@ def set_up(config: TrainConfig, run: RunDirectory, device: torch.device, *, resu
                         "its own batch statistics: drop --sync-bn")
     seed_everything(config.seed)
     data = load_data(config.data, channels=config.channels, image_size=config.image_size, download=config.download)
+    require_a_batch(data, batch_size=config.batch_size, world_size=world.size)
     log = to_stderr if world.is_main else lambda _: None
     if not config.channels:  # from the data; said for image folders, where it is a finding
         config = config.replace(channels=data.images.shape[1])
@@ -116,6 +123,7 @@ def set_up(config: TrainConfig, run: RunDirectory, device: torch.device, *, resu
                               world_size=world.size)
     goal = total_steps(config, batches.batches_per_epoch)
     gan = build_gan(config, device, world)
+    require_batch_fits(config, gan.generator, gan.discriminator, device, data_size=len(data), world=world)
     if prior is not None:
         set_cluster_prior(gan, prior)
     if world.distributed:  # same networks from the shared seed; noise, dropout and augmentation differ per rank
@@ -234,63 +242,110 @@ class TrainingLoop:
         self.grid_labels = None if grid_labels is None else grid_labels.to(device)
 
     def run(self, evaluator: Evaluator | None, *, progress: bool) -> TrainResult:
-        """Train from `self.position`; returns how the run ended."""
-        config, position = self.config, self.position
-        bar = tqdm(total=self.goal, initial=position.step, unit="step", disable=not progress, dynamic_ncols=True)
-        clock = Clock(position, time_limit_minutes=config.time_limit, device=self.batches.device)
-        logger = Logger(self.rundir, bar, batch_size=self.batches.batch_size, device=self.batches.device,
-                        world=self.world)
-        logger.start_window(position)
-        status = "completed"
-        while status == "completed" and not self.reached_goal():
+        """Train from `self.position` until the goal, the time limit or a signal; returns how the run ended."""
+        self.start_meters(progress)
+        status: Status = "completed" if self.reached_goal() else "running"
+        batch_stream = self.batches_from_position()
+        while status == "running":
+            real, labels = next(batch_stream)
+            self.logger.add(*self.train_step(self.as_format(real), labels))
+            self.bar.update(1)
+            self.clock.tick(self.position, sync=self.row_due() or self.reached_goal())
+            status = self.stop_decision()
+            scores = self.evaluate(evaluator, status)
+            if not self.write_row_if_due(status, scores):
+                status = self.roll_back(status)
+                batch_stream = self.batches_from_position()
+                continue
+            self.save_outputs(status)
+        return self.finish(status)
+
+    def start_meters(self, progress: bool) -> None:
+        """The progress bar, the clock and the logger of this run, from the position."""
+        self.bar = tqdm(total=self.goal, initial=self.position.step, unit="step", disable=not progress,
+                        dynamic_ncols=True)
+        self.clock = Clock(self.position, time_limit_minutes=self.config.time_limit, device=self.batches.device)
+        self.logger = Logger(self.rundir, self.bar, batch_size=self.batches.batch_size, device=self.batches.device,
+                             world=self.world)
+        self.logger.start_window(self.position)
+
+    def batches_from_position(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(real images, labels) from the position on, across epochs, moving the position past each batch drawn.
+
+        The position points past the batch while it trains (at the next epoch after its last
+        batch). A position that the run replaces (a roll-back) needs a new iterator.
+        """
+        position, per_epoch = self.position, self.batches.batches_per_epoch
+        while True:
+            if position.batch >= per_epoch:  # resumed at a world size whose epoch has no trailing batch
+                position.epoch, position.batch = position.epoch + 1, 0
             for real, labels in self.batches.epoch(position.epoch, position.batch):
-                logger.add(*self.train_step(self.as_format(real), labels))
-                end_of_epoch = self.advance()
-                bar.update(1)
-                row_due = self.due(config.log_every) or self.due(config.checkpoint_every)
-                clock.tick(position, sync=row_due or self.reached_goal())
-                # rank 0's clock decides the time limit; a signal to any rank stops them all at this step
-                expired, signalled = any_rank(self.world, self.world.is_main and clock.expired(position),
-                                              self.stop.signum is not None)
-                status = "time_limit" if expired else "interrupted" if signalled else "completed"
-                done = status != "completed" or self.reached_goal()
-                final = self.reached_goal() or status == "time_limit"  # not on a signal: the user wants out
-                evaluation_due = config.eval_every > 0 and (self.due(config.eval_every) or final)
-                scores = {}
-                if evaluator is not None and evaluation_due:
-                    with clock.paused():
-                        scores = evaluator(self.gan.sampler(), position.step, final, self.payload)
-                if row_due or done or evaluation_due:
-                    try:
-                        if not self.gan.finite_weights():  # a weight can break before any loss shows it
-                            raise Diverged
-                        logger.write(position, scores)
-                    except Diverged:
-                        position = self.position = self.roll_back()
-                        bar.n = position.step
-                        logger.start_window(position)
-                        break
-                if self.due(config.sample_every):
-                    self.save_samples()
-                if done or self.due(config.checkpoint_every):
-                    self.save_checkpoint()
-                if done or end_of_epoch:
-                    break
-        bar.close()
-        if self.world.is_main and not self.rundir.has_samples(position.step):
+                position.step += 1
+                position.batch += 1
+                if position.batch == per_epoch:
+                    position.epoch, position.batch = position.epoch + 1, 0
+                yield real, labels
+
+    def stop_decision(self) -> Status:
+        """Whether the run goes on after this step, or how it ends (the same decision on every rank).
+
+        Rank 0's clock decides the time limit; a signal to any rank stops them all at this step.
+        """
+        expired, signalled = any_rank(self.world, self.world.is_main and self.clock.expired(self.position),
+                                      self.stop.signum is not None)
+        if expired:
+            return "time_limit"
+        if signalled:
+            return "interrupted"
+        return "completed" if self.reached_goal() else "running"
+
+    def evaluate(self, evaluator: Evaluator | None, status: Status) -> dict[str, float] | None:
+        """The scores of an evaluation due at this step (every `--eval-every` steps and at the end), else None.
+
+        Without an evaluator a due evaluation scores nothing ({}), but still closes a metrics row.
+        """
+        final = self.reached_goal() or status == "time_limit"  # not on a signal: the user wants out
+        if not self.config.eval_every or not (self.due(self.config.eval_every) or final):
+            return None
+        if evaluator is None:
+            return {}
+        with self.clock.paused():
+            return evaluator(self.gan.sampler(), self.position.step, final, self.payload)
+
+    def row_due(self) -> bool:
+        """Whether this step's number calls for a metrics row: every `--log-every` steps and at every checkpoint."""
+        return self.due(self.config.log_every) or self.due(self.config.checkpoint_every)
+
+    def write_row_if_due(self, status: Status, scores: dict[str, float] | None) -> bool:
+        """Write this step's metrics row when one is due; False, writing nothing, when a loss or weight is not finite.
+
+        A row is due every `--log-every` steps, at every checkpoint and evaluation, and at the end.
+        """
+        if not (self.row_due() or status != "running" or scores is not None):
+            return True
+        try:
+            if not self.gan.finite_weights():  # a weight can break before any loss shows it
+                raise Diverged
+            self.logger.write(self.position, scores or {})
+        except Diverged:
+            return False
+        return True
+
+    def save_outputs(self, status: Status) -> None:
+        """The progress grid every `--sample-every` steps; a checkpoint every `--checkpoint-every` and at the end."""
+        if self.due(self.config.sample_every):
+            self.save_samples()
+        if status != "running" or self.due(self.config.checkpoint_every):
+            self.save_checkpoint()
+
+    def finish(self, status: Status) -> TrainResult:
+        """Close the progress bar, draw the last step's grid if it has none, and say how the run ended."""
+        self.bar.close()
+        if self.world.is_main and not self.rundir.has_samples(self.position.step):
             self.save_samples()
         signum = self.stop.signum or (signal.SIGTERM if status == "interrupted" else None)  # another rank's signal
-        return TrainResult(status, position.step, clock.images_per_s(position, self.batches.batch_size), signum)
-
-    def advance(self) -> bool:
-        """Count the step done; returns whether it ended an epoch (the next step starts the next one)."""
-        position = self.position
-        position.step += 1
-        position.batch += 1
-        if position.batch < self.batches.batches_per_epoch:
-            return False
-        position.epoch, position.batch = position.epoch + 1, 0
-        return True
+        return TrainResult(status, self.position.step,
+                           self.clock.images_per_s(self.position, self.batches.batch_size), signum)
 
     def reached_goal(self) -> bool:
         """Whether the steps asked for are done (never, when only the time limit ends the run)."""
@@ -320,8 +375,12 @@ class TrainingLoop:
         if self.world.is_main:
             self.rundir.save_samples(self.gan.sampler(), self.grid_noise, self.position.step, labels=self.grid_labels)
 
-    def roll_back(self) -> Position:
-        """After a non-finite loss or weight: reload the last checkpoint with half the learning rates, or give up."""
+    def roll_back(self, status: Status) -> Status:
+        """After a non-finite loss or weight: reload the last checkpoint with half the learning rates, or give up.
+
+        Returns the status after it: a run that was stopping (time limit, signal) stops at the
+        checkpoint's step; one that reached its goal goes on from there.
+        """
         position, last = self.position, self.rundir.last_checkpoint
         if position.rollbacks >= MAX_ROLLBACKS:
             raise UserError(f"training diverged (non-finite loss or weight near step {position.step}) after "
@@ -332,10 +391,14 @@ class TrainingLoop:
         restored.lr_scale = position.lr_scale * 0.5
         restored.train_seconds = position.train_seconds  # the discarded steps took time too
         self.gan.set_lr_scale(self.config, restored.lr_scale)
-        if not self.world.is_main:
-            return restored
-        self.rundir.truncate_metrics(restored.step)
-        self.rundir.truncate_samples(restored.step)
-        tqdm.write(f"non-finite loss or weight near step {position.step}: rolled back to step {restored.step} "
-                   f"with learning rates x{restored.lr_scale:g}", file=sys.stderr)
-        return restored
+        self.position = restored
+        self.bar.n = restored.step
+        self.logger.start_window(restored)
+        if self.world.is_main:
+            self.rundir.truncate_metrics(restored.step)
+            self.rundir.truncate_samples(restored.step)
+            tqdm.write(f"non-finite loss or weight near step {position.step}: rolled back to step {restored.step} "
+                       f"with learning rates x{restored.lr_scale:g}", file=sys.stderr)
+        if status in ("time_limit", "interrupted"):
+            return status
+        return "completed" if self.reached_goal() else "running"

@@ -15,6 +15,7 @@ from ..files import is_temporary, replace_file, writing
 from ..images import save_grid, save_progress_gif, step_of
 from ..ops import eval_mode
 from ..plots import plot_losses, read_metrics
+from .lock import LOCK_FILE
 
 # Written by `--eval-every` at the steps it scores; empty in the other rows.
 EVAL_FIELDS = ("fid", "kid", "precision", "recall", "classes_covered", "class_entropy", "confidence", "class_match")
@@ -45,12 +46,12 @@ class RunDirectory:
 
     @classmethod
     def create(cls, root: str | Path) -> RunDirectory:
-        """A new run directory; an existing non-empty one is refused, never overwritten.
+        """A new run directory; an existing one with anything in it but a lock file is refused, never overwritten.
 
-        The folders are made by `start`, once the data has loaded, so a bad input leaves nothing behind.
+        Its folders are made by `start`, once the data has loaded (the command line makes `root` to lock it first).
         """
         root = Path(root)
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        if root.exists() and (not root.is_dir() or any(path.name != LOCK_FILE for path in root.iterdir())):
             raise UserError(f"--out {root}: already exists and is not empty; choose another --out, "
                             f"or continue that run with --resume {root}")
         return cls(root)

@@ -18,6 +18,7 @@ import torch
 
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig, config_from_dict, resumed_config
+from ..data import batches_per_epoch
 from ..errors import UserError, reason
 from .distributed import World, rank_seed
 from .rundir import RunDirectory
@@ -111,11 +112,13 @@ def require_training_state(payload: dict[str, Any], path: str | Path) -> None:
                         f"it can generate samples but cannot be resumed")
 
 
-def load_resume_point(root: Path, flag_values: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+def load_resume_point(root: Path, flag_values: dict[str, Any], *, world_size: int = 1
+                      ) -> tuple[TrainConfig, dict[str, Any]]:
     """The config and checkpoint payload to continue the run in `root` with, after the flags given.
 
-    Refuses a run that never wrote a checkpoint, a checkpoint without training state, and flags
-    that would change the run's recipe.
+    Refuses a run that never wrote a checkpoint, a checkpoint without training state, flags that
+    would change the run's recipe, and a goal the run is already past: that last one from the
+    checkpoint alone (its step and data size), before any data is loaded or clustered.
     """
     last = RunDirectory(root).last_checkpoint
     if (root / "config.toml").is_file() and not last.exists():
@@ -124,7 +127,12 @@ def load_resume_point(root: Path, flag_values: dict[str, Any]) -> tuple[TrainCon
     payload = load_checkpoint(last)
     require_training_state(payload, last)
     stored = config_from_dict(payload["config"], str(last))
-    return resumed_config(stored, flag_values, str(root)), payload
+    config = resumed_config(stored, flag_values, str(root))
+    data_size = payload.get("data_size")
+    epoch = batches_per_epoch(data_size, config.batch_size, world_size) if data_size else 0
+    if config.steps or epoch:  # --epochs needs the data's size (none in format 1) and batches: else checked later
+        check_goal(payload, total_steps(config, epoch), str(last))
+    return config, payload
 
 
 def check_same_data(payload: dict[str, Any], data_size: int, source: str) -> None:
@@ -142,8 +150,8 @@ def check_goal(payload: dict[str, Any], goal: int | None, source: str) -> None:
                         f"for (--steps and --epochs name the run's total)")
 
 
-def total_steps(config: TrainConfig, batches_per_epoch: int) -> int | None:
+def total_steps(config: TrainConfig, epoch_steps: int) -> int | None:
     """`--steps` when given, else `--epochs` whole epochs; None when only `--time-limit` ends the run."""
     if not config.steps and not config.epochs:
         return None
-    return config.steps or config.epochs * batches_per_epoch
+    return config.steps or config.epochs * epoch_steps

@@ -1,0 +1,76 @@
+"""The run-directory rules of `dcgan train`: a new run, a resumed run, or a restarted torchrun job's own run."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import TrainConfig, read_toml, resolve_config
+from ..errors import UserError
+from .distributed import World
+from .lock import RunLock, refuse_if_held
+from .rundir import RunDirectory, started_by
+from .state import load_resume_point
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """What to train: the config, the checkpoint payload to continue from (None: a new run), the run directory."""
+
+    config: TrainConfig
+    resume: dict[str, Any] | None
+    root: Path
+
+
+def prepare_run(*, resume: str | None, out: str | None, config_file: str | None, flag_values: dict[str, Any],
+                lock: RunLock, world: World = World(),
+                check_evaluation: Callable[[TrainConfig], object] | None = None) -> PreparedRun:
+    """The run `dcgan train` writes, locked by `lock` before anything in it is read or written (rank 0 only).
+
+    `--resume` continues its run; otherwise a new run goes to `--out` (default `runs/<time>`),
+    which must be new or empty. Under torchrun, a restarted job (TORCHELASTIC_RESTART_COUNT > 0)
+    continues the run it started in `--out` from its last checkpoint instead of refusing it.
+    `check_evaluation` checks the `--eval-every` settings of a config that has them, so a wrong
+    `--eval-classifier` fails before training starts.
+    """
+    continuing = False
+    if resume:
+        if out or config_file:
+            raise UserError("--resume takes its settings from the run: drop --out and --config")
+        root = Path(resume)
+        if root.is_dir():  # else there is no run to lock, and loading its checkpoint says so
+            lock.acquire(root, "--resume")
+        config, payload = load_resume_point(root, flag_values, world_size=world.size)
+    else:
+        default = f"torchrun-{world.run_id}" if world.run_id else time.strftime("%Y%m%d-%H%M%S")
+        root = Path(out or Path("runs") / default)
+        continuing = world.restart > 0 and started_by(root, world.run_id)  # our own run, before torchrun restarted us
+        if continuing:  # its writer before the restart (our rank 0) is gone, and the lock with it
+            lock.acquire(root, "--out")
+        if continuing and RunDirectory(root).last_checkpoint.is_file():
+            print(f"torchrun restart {world.restart}: continuing {root} from its last checkpoint", file=sys.stderr)
+            config, payload = load_resume_point(root, flag_values, world_size=world.size)
+        else:
+            config, payload = resolve_config(read_toml(config_file) if config_file else {}, flag_values), None
+            if not continuing:  # an --out in use is refused before anything else is checked or made
+                refuse_if_held(root, "--out")
+                RunDirectory.create(root)
+    if config.eval_every and check_evaluation is not None:
+        check_evaluation(config)
+    if not resume and not continuing:
+        new_run_directory(root, lock)
+    return PreparedRun(config, payload, root)
+
+
+def new_run_directory(root: Path, lock: RunLock) -> None:
+    """Make and lock `root` for a new run, then check again that it holds nothing but the lock file.
+
+    Of two new runs started at once into the same folder, one takes the lock and the other is
+    refused: by the lock, or by this check once the winner has written.
+    """
+    lock.acquire(root, "--out", create=True)
+    RunDirectory.create(root)
