@@ -474,7 +474,10 @@ EVALUATE_ACCEPTS = {"--num": ("big", "huge"), "--seed": ("zero", "big", "huge"),
 CLASSIFIER_ACCEPTS = {"--channels": ("zero", "big", "huge"), "--image-size": ("big", "huge"),
                       "--epochs": ("big", "huge"), "--batch-size": ("big", "huge"), "--lr": ("fraction", "big", "huge"),
                       "--seed": ("zero", "big", "huge")}
-NUMBER_COMMANDS = {"train": TRAIN_ACCEPTS, "evaluate": EVALUATE_ACCEPTS, "classifier train": CLASSIFIER_ACCEPTS}
+GENERATE_ACCEPTS = {"--num": (), "--seed": ("zero", "big")}
+INTERPOLATE_ACCEPTS = {"--frames": (), "--anchors": (), "--num": (), "--seed": ("zero", "big"), "--fps": ("fraction",)}
+NUMBER_COMMANDS = {"train": TRAIN_ACCEPTS, "evaluate": EVALUATE_ACCEPTS, "classifier train": CLASSIFIER_ACCEPTS,
+                   "generate": GENERATE_ACCEPTS, "interpolate": INTERPOLATE_ACCEPTS}
 
 # Paths: `odd` is a missing path whose name has a line break, quotes, spaces and non-ASCII letters.
 PATHS = ("missing", "odd", "file", "full-folder", "empty-folder", "dev-zero", "fifo", "under-a-file")
@@ -496,13 +499,21 @@ PATH_ROWS = {  # (command, option): the kinds of path in its table; the others w
     ("classifier train", "--out"): ("file", "full-folder", "dev-zero", "under-a-file"),
     ("classifier test", "--classifier"): ("missing", "odd", "empty-folder", "dev-zero", "fifo", "under-a-file"),
     ("classifier test", "--data"): ("missing", "odd", "file", "empty-folder", "dev-zero", "fifo", "under-a-file"),
+    ("generate", "--checkpoint"): ("missing", "odd", "file", "empty-folder", "dev-zero", "fifo", "under-a-file"),
+    ("generate", "--out"): ("file", "full-folder", "dev-zero", "under-a-file"),
+    ("interpolate", "--checkpoint"): ("missing", "odd", "file", "empty-folder", "dev-zero", "fifo", "under-a-file"),
+    ("interpolate", "--out"): PATHS,  # none of them names a .gif or a .png
+    ("export", "--checkpoint"): ("missing", "odd", "file", "empty-folder", "dev-zero", "fifo", "under-a-file"),
+    ("export", "--out"): PATHS,  # none of them names a .onnx file
+    ("demo", "--checkpoint"): ("missing", "odd", "file", "empty-folder", "dev-zero", "fifo", "under-a-file"),
 }
 
 
 @pytest.fixture(scope="module")
-def place(tmp_path_factory, mnist_subset) -> Path:
-    """What the table's commands read (shared, never written): IDX data, samples, and hostile paths."""
+def place(tmp_path_factory, mnist_subset, trained) -> Path:
+    """What the table's commands read (shared, never written): IDX data, samples, a checkpoint, and hostile paths."""
     root = tmp_path_factory.mktemp("hostile")
+    shutil.copy(trained / "checkpoints" / "last.pt", root / "model.pt")
     (root / "idx").mkdir()
     write_idx(root / "idx" / "train-images-idx3-ubyte", mnist_subset["train_images"])
     write_idx(root / "idx" / "train-labels-idx1-ubyte", mnist_subset["train_labels"])
@@ -527,11 +538,15 @@ def command_line(command: str, option: str, value: object, place: Path, out: Pat
     context = {
         ("train", "--resume"): [], ("train", "--eval-classifier"): [*tiny, "--eval-every", "5"],
         ("evaluate", "--checkpoint"): ["--reference", place / "idx"],
+        ("generate", "--checkpoint"): ["--out", out], ("interpolate", "--checkpoint"): ["--out", out.with_suffix(".gif")],
+        ("export", "--checkpoint"): ["--out", out.with_suffix(".onnx")],
     }.get((command, option))
     if context is None:
         context = {"train": tiny, "evaluate": ["--samples", place / "samples.npy", "--reference", place / "idx"],
                    "data export-png": ["--out", out], "classifier train": ["--data", place / "idx", "--out", out],
-                   "classifier test": []}[command]
+                   "classifier test": [], "generate": ["--checkpoint", place / "model.pt", "--out", out],
+                   "interpolate": ["--checkpoint", place / "model.pt", "--out", out.with_suffix(".gif")],
+                   "export": ["--checkpoint", place / "model.pt"], "demo": []}[command]
     return [*command.split(), *context, option, value]
 
 
@@ -550,6 +565,6 @@ def test_hostile_values_are_one_line_errors_that_write_nothing(run_cli, place, t
     code, stdout, err = run_cli(*command_line(command, option, value, place, out))
     line = assert_refused((code, stdout, err), "")
     assert option in line or " ".join(str(value).split()) in line, line  # names the option or the path
-    assert not out.exists()
+    assert not any(tmp_path.glob("out*"))
     assert snapshot(place) == before
 

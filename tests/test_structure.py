@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import dcgan
 from dcgan import config
 from dcgan.networks import ARCHITECTURES
@@ -86,6 +88,7 @@ def test_lower_layers_never_import_higher_ones() -> None:
     assert not upward, upward
 
 
+@pytest.mark.slow  # a fresh interpreter imports the package
 def test_sampling_and_evaluation_do_not_reach_the_training_loop() -> None:
     graph = import_graph()
     for start in ("dcgan.sampling", "dcgan.evaluation.scoring", "dcgan.evaluation.during_training"):

@@ -30,10 +30,11 @@ def available_memory(device: torch.device | None = None) -> int:
 
 
 def describe_bytes(count: float) -> str:
-    """A size for a message: `1.5 GiB`, `300 MiB`, `12 KiB`."""
-    for unit, size in (("GiB", GIB), ("MiB", 1024**2), ("KiB", 1024)):
+    """A size for a message: `1.5 GiB`, `300 MiB`, `12,345 TiB`."""
+    for unit, size in (("TiB", 1024 * GIB), ("GiB", GIB), ("MiB", 1024**2), ("KiB", 1024)):
         if count >= size:
-            return f"{count / size:.3g} {unit}"
+            value = count / size
+            return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.3g} {unit}"
     return f"{int(count)} bytes"
 
 
