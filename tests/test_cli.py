@@ -40,7 +40,7 @@ def test_train_writes_every_documented_file(trained_run: Path) -> None:
     assert [r["step"] for r in rows] == [10, 20, 30, 40]
     evaluated = {"fid", "kid", "precision", "recall", "classes_covered", "class_entropy", "confidence", "class_match"}
     assert set(rows[0]) == {"step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s", "wall_time",
-                            *evaluated}
+                            "ada_p", "ada_signal", *evaluated}
     assert all(r[name] != r[name] for r in rows for name in evaluated)  # NaN: no --eval-every in this run
     grids = sorted((trained_run / "samples").glob("step_*.png"))
     assert [g.name for g in grids] == [f"step_{s:07d}.png" for s in (0, 10, 20, 30, 40)]

@@ -248,7 +248,9 @@ def test_bad_folders_and_an_unwritable_cache_are_one_line_errors(run_cli, tmp_pa
     (empty / "a").mkdir(parents=True)
     (empty / "a" / "notes.txt").write_text("no pictures here")
     code, _, err = run_cli("train", "--data", empty, *TINY, "--steps", "1", "--out", tmp_path / "r1")
-    assert code == 2 and err.strip().splitlines() == [f"dcgan: error: {empty}: no images found in its class subfolders"]
+    assert code == 2 and err.strip().splitlines() == [
+        f"dcgan: error: {empty}: no images found (files ending in {', '.join(data_module.IMAGE_EXTENSIONS)}, "
+        f"directly in it or in its subfolders)"]
     broken = colour_folder(tmp_path / "broken", count=4)
     (broken / "cool" / "bad.png").write_bytes(b"\x89PNG not really")
     code, _, err = run_cli("train", "--data", broken, *TINY, "--steps", "1", "--out", tmp_path / "r2")

@@ -17,13 +17,12 @@ import argparse
 import os
 import signal
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import (ARCHITECTURES, DEVICES, LOSSES, LR_SCALINGS, PRECISIONS, PRESETS, TrainConfig, read_toml,
-                     resolve_config)
+from .config import (ARCHITECTURES, DCGAN_SIZES, DEVICES, LOSSES, LR_SCALINGS, PRECISIONS, PRESETS, UPPER_BOUNDS,
+                     TrainConfig)
 from .errors import PeerFailed, UserError
 from .files import writing
 
@@ -129,6 +128,17 @@ def _add_train(sub: Any) -> None:
                         "0: off")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=s,
                    help="differentiable translation + cutout of real and generated images before D")
+    g.add_argument("--ada-target", type=_unit_interval, default=s, metavar="T",
+                   help="adaptive augmentation of D's inputs (flips, shifts, colour), applied more often while "
+                        "D's mean sign on real images is above T (Karras et al. 2020: 0.6); 0: off")
+    g.add_argument("--ada-speed", type=_positive_int, default=s, metavar="IMAGES",
+                   help="with --ada-target: real images for the augmentation probability to go from 0 to 1 "
+                        "(default 100000)")
+    g.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=s,
+                   help="flip each real image left to right with probability 1/2 each time it is drawn")
+    g.add_argument("--lecam", type=_non_negative_float, default=s, metavar="W",
+                   help="LeCam regularisation of D with weight W: D's logits are pulled towards moving averages "
+                        "of its logits on the other kind of image (Tseng et al. 2021); 0: off")
     g.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=s,
                    help="class-conditional GAN (labels from the data)")
     g.add_argument("--clusters", type=_non_negative_int, default=s, metavar="K",
@@ -242,11 +252,23 @@ def _add_demo(sub: Any) -> None:
     p.set_defaults(handler=cmd_demo)
 
 
+def _int_from(lowest: int, highest: int) -> Callable[[str], int]:
+    """An argparse type: an integer from `lowest` to `highest`, both named in the message of any other value."""
+
+    def parse(text: str) -> int:
+        value = _number(text, int)
+        if not lowest <= value <= highest:
+            raise argparse.ArgumentTypeError(f"must be an integer from {lowest:,} to {highest:,}, got {text!r}")
+        return value
+
+    return parse
+
+
 def _add_data(sub: Any) -> None:
     p = sub.add_parser("data", help="dataset utilities")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     e = data_sub.add_parser("export-png", help="write IDX data as training|testing/<digit>/<index>.png")
-    e.add_argument("--out", required=True, metavar="DIR")
+    e.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder")
     e.add_argument("--data", default="mnist", help="mnist (bundled) or a directory of IDX files")
     e.set_defaults(handler=cmd_export_png)
 
@@ -260,13 +282,15 @@ def _add_classifier(sub: Any) -> None:
                                                    "or torchvision:<Name>")
     t.add_argument("--download", action="store_true", help="let torchvision:<Name> download")
     t.add_argument("--out", required=True, metavar="FILE.pt", help="where to write the weights (never overwritten)")
-    t.add_argument("--channels", type=_non_negative_int, default=0,
+    t.add_argument("--channels", type=_non_negative_int, choices=(0, 1, 3), default=0,
                    help="1 or 3; default (0): the data's (3 for a folder of colour images)")
-    t.add_argument("--image-size", type=_positive_int, default=28)
-    t.add_argument("--epochs", type=_positive_int, default=4)
-    t.add_argument("--batch-size", type=_positive_int, default=128)
+    # 8 pixels: the network pools three times; 256: the largest images the GANs make
+    t.add_argument("--image-size", type=_int_from(8, max(DCGAN_SIZES)), default=28, help="8 to 256 (default 28)")
+    t.add_argument("--epochs", type=_int_from(1, 10_000), default=4, help="1 to 10,000 (default 4)")
+    t.add_argument("--batch-size", type=_int_from(2, UPPER_BOUNDS["batch_size"]), default=128,
+                   help="2 (batch norm needs two images) to 2**20 (default 128)")
     t.add_argument("--lr", type=_positive_float, default=2e-3, help="peak learning rate (one-cycle schedule)")
-    t.add_argument("--seed", type=_non_negative_int, default=0)
+    t.add_argument("--seed", type=_int_from(0, UPPER_BOUNDS["seed"]), default=0, help="0 to 2**32 - 1 (default 0)")
     t.add_argument("--no-augment", action="store_true", help="train without random shifts, rotations, scalings")
     t.add_argument("--device", choices=DEVICES, default="auto")
     t.add_argument("--quiet", action="store_true", help="no per-epoch lines")
@@ -290,7 +314,7 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--num", type=_positive_int, default=10000, metavar="N",
                    help="samples to draw from --checkpoint (default 10000)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="noise seed of --checkpoint samples, "
-                                                                     "and of KID's subsets")
+                                                                     "and of KID's subsets, 0 to 2**64 - 1")
     p.add_argument("--labels", metavar="FILE.npy", help="class each sample was asked to be (conditional samples)")
     p.add_argument("--reference", default="mnist", metavar="DATA", help="reference set, as --data of train "
                                                                         "(default: mnist)")
@@ -298,10 +322,12 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--classifier", metavar="FILE.pt", help="feature network (default: the bundled MNIST one)")
     p.add_argument("--k", type=_positive_int, default=3, help="neighbours of the precision/recall manifolds "
                                                               "(default 3)")
-    p.add_argument("--kid-subsets", type=_positive_int, default=100, metavar="N", help="KID subsets (default 100)")
-    p.add_argument("--kid-subset-size", type=_positive_int, default=1000, metavar="N",
-                   help="samples per KID subset, capped by the smaller set (default 1000)")
-    p.add_argument("--json", metavar="PATH", help="also write the numbers to this JSON file")
+    # Each subset's kernel matrices take time and memory with the square of its size.
+    p.add_argument("--kid-subsets", type=_int_from(1, 10_000), default=100, metavar="N",
+                   help="KID subsets, 1 to 10,000 (default 100)")
+    p.add_argument("--kid-subset-size", type=_int_from(2, 5_000), default=1000, metavar="N",
+                   help="samples per KID subset, 2 to 5,000, capped by the smaller set (default 1000)")
+    p.add_argument("--json", metavar="FILE.json", help="also write the numbers to this new JSON file")
     p.add_argument("--no-cache", action="store_true", help="recompute the reference features")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.set_defaults(handler=cmd_evaluate)
@@ -494,26 +520,27 @@ def cmd_export_png(args: argparse.Namespace) -> int:
     if not source.is_dir():
         raise UserError(f"--data {args.data}: not a directory of IDX files")
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"--out {out}: already exists and is not empty")
-    count = export_png(source, out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out}: already exists and is not an empty folder; choose another path")
+    with writing(out, option="--out"):
+        count = export_png(source, out)
     print(f"wrote {count} PNG files under {out}")
     return 0
 
 
 def cmd_classifier_train(args: argparse.Namespace) -> int:
     from .device import select_device
-    from .evaluation.classifier import TrainSettings, save_classifier, train_classifier, train_test_data
+    from .evaluation.classifier import (TrainSettings, require_batch_fits, save_classifier, train_classifier,
+                                        train_test_data)
 
     out = Path(args.out)
     _require_new_file(out)
-    if args.image_size < 8:
-        raise UserError(f"--image-size must be at least 8 for the classifier, got {args.image_size}")
     device = select_device(args.device)
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                              augment=not args.no_augment)
     train, test = train_test_data(args.data, channels=args.channels, image_size=args.image_size,
                                   download=args.download, seed=args.seed)
+    require_batch_fits(args.batch_size, train, device=device)
     print(f"training on {len(train)} images, testing on {len(test)}", file=sys.stderr)
 
     def report(epoch: int, loss: float, test_accuracy: float) -> None:
@@ -522,8 +549,9 @@ def cmd_classifier_train(args: argparse.Namespace) -> int:
                   file=sys.stderr)
 
     model, test_accuracy = train_classifier(train, test, settings, device=device, report=report)
-    save_classifier(model, out, classes=train.classes, data=args.data, test_accuracy=test_accuracy,
-                    settings=settings)
+    with writing(out, option="--out"):
+        save_classifier(model, out, classes=train.classes, data=args.data, test_accuracy=test_accuracy,
+                        settings=settings)
     print(f"test_accuracy={100 * test_accuracy:.2f}% ({len(test)} images) classifier={out}")
     return 0
 
@@ -545,19 +573,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.classifier import load_classifier
     from .evaluation.scoring import (EvalSettings, evaluate, format_report, load_requested, load_samples,
                                      reference_data, reference_features, samples_from_checkpoint, to_json)
+    from .files import atomic_write
+    from .sampling import check_seed
 
     json_path = Path(args.json) if args.json else None
-    if json_path is not None and not json_path.parent.is_dir():
-        raise UserError(f"--json {json_path}: folder {json_path.parent} does not exist")
+    if json_path is not None:  # as _require_new_file, for --json: a new file, never overwritten
+        if json_path.exists() or json_path.is_symlink():
+            raise UserError(f"--json {json_path}: already exists; choose another path")
+        if not json_path.parent.is_dir():
+            problem = (f"{json_path.parent} is not a folder" if json_path.parent.exists()
+                       else f"folder {json_path.parent} does not exist")
+            raise UserError(f"--json {json_path}: {problem}")
+        if json_path.suffix.lower() != ".json":
+            raise UserError(f"--json {json_path}: name a .json file")
+    seed = check_seed(args.seed, option="--seed")
     device = select_device(args.device)
     classifier = load_classifier(args.classifier, device=device)
     if args.checkpoint:
         if args.labels:
             raise UserError("--labels goes with --samples; a conditional --checkpoint is asked for every class "
                             "in turn")
-        images, requested = samples_from_checkpoint(args.checkpoint, classifier.info, num=args.num, seed=args.seed,
+        images, requested = samples_from_checkpoint(args.checkpoint, classifier.info, num=args.num, seed=seed,
                                                     device=device)
-        described = f"{args.checkpoint} (seed {args.seed})"
+        described = f"{args.checkpoint} (seed {seed})"
     else:
         images, described = load_samples(args.samples, classifier.info), args.samples
         requested = load_requested(args.labels, images.shape[0]) if args.labels else None
@@ -565,14 +603,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     reference = reference_features(classifier, data, description=f"{args.reference} ({args.reference_split})",
                                    use_cache=not args.no_cache)
     settings = EvalSettings(k=args.k, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
-                            seed=args.seed)
+                            seed=seed)
     result = evaluate(classifier, images, reference, settings=settings, samples=described, requested=requested)
     line = to_json(result)
     if json_path is not None:
-        try:
-            json_path.write_text(line + "\n")
-        except OSError as exc:
-            raise UserError(f"--json {json_path}: cannot write ({exc.strerror or exc})") from None
+        with writing(json_path, option="--json"):
+            atomic_write(json_path, lambda tmp: tmp.write_text(line + "\n"))
     print(format_report(result))
     print(line)
     return 0

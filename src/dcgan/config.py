@@ -24,9 +24,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 LR_SCALINGS = ("none", "sqrt", "linear")
 
 POSITIVE = ("image_size", "latent_dim", "batch_size", "log_every", "keep_checkpoints", "grid_size", "eval_samples",
-            "d_steps", "g_width", "d_width")
+            "d_steps", "g_width", "d_width", "ada_speed")
 NON_NEGATIVE = ("epochs", "steps", "sample_every", "checkpoint_every", "time_limit", "seed", "eval_every",
-                "num_classes", "clusters", "mode_seeking", "r1")
+                "num_classes", "clusters", "mode_seeking", "r1", "lecam")
 # Far beyond any useful run, yet low enough that a mistyped or hostile value (in a config file or a
 # checkpoint's stored config) is refused before the networks or buffers it sizes are allocated.
 UPPER_BOUNDS = {
@@ -134,6 +134,13 @@ class TrainConfig:
     d_steps: int = 1  # discriminator steps per generator step
     r1: float = 0.0  # > 0: weight gamma of the R1 penalty, gamma/2 * E|grad_x D(x)|^2 on real images
     augment: bool = False  # differentiable translation + cutout of D's inputs
+    ada_target: float = 0.0  # > 0: adaptive augmentation of D's inputs, its probability steered to this signal
+    # Images for ADA's probability to go from 0 to 1. Karras et al.'s 500,000 suit GPU runs of
+    # millions of images; the runs here see 60,000 to a few 100,000 (one to five epochs of MNIST),
+    # in which the probability must be able to reach its level within the first epoch.
+    ada_speed: int = 100_000
+    mirror: bool = False  # each real image flipped left-right with probability 1/2 every time it is drawn
+    lecam: float = 0.0  # > 0: weight of LeCam regularisation of D (Tseng et al., 2021)
     conditional: bool = False  # class-conditional G and projection D
     num_classes: int = 0  # set from the data when `conditional` (stored so checkpoints rebuild the model)
     clusters: int = 0  # > 0: train on this many k-means clusters of the images as pseudo-classes (no labels used)
@@ -182,9 +189,14 @@ class TrainConfig:
         for name in ("beta1", "beta2", "ema_decay"):
             if not 0 <= getattr(self, name) < 1:
                 self._refuse("must be in [0, 1)", name)
-        for name in ("mode_seeking", "r1", "time_limit"):
+        for name in ("mode_seeking", "r1", "lecam", "time_limit"):
             if not math.isfinite(getattr(self, name)):
                 self._refuse("must be a finite number", name)
+        if not 0 <= self.ada_target < 1:
+            self._refuse("must be in [0, 1) (0: off; 0.6 is Karras et al.'s target)", "ada_target")
+        if self.augment and self.ada_target:
+            self._refuse("{augment} and {ada_target} exclude each other: both augment D's inputs (at a fixed "
+                         "strength, and at one adapted to D's overfitting); choose one", "augment", "ada_target")
         if self.clusters == 1:
             self._refuse("must be 0 (off) or at least 2", "clusters")
         if self.clusters and self.conditional:
@@ -235,7 +247,8 @@ class TrainConfig:
 # A preset sets hyper-parameters only; execution options (device, precision, output) stay the user's.
 TUTORIAL = dict(latent_dim=16, batch_size=32, lr_d=1e-3, lr_g=2e-4, beta1=0.5, beta2=0.999, loss="bce",
                 spectral_norm=False, ema_decay=0.0, d_steps=1, r1=0.0, augment=False, conditional=False, clusters=0,
-                mode_seeking=0.0, mode_seeking_pairs=False, mismatched_labels=False)
+                mode_seeking=0.0, mode_seeking_pairs=False, mismatched_labels=False, ada_target=0.0, mirror=False,
+                lecam=0.0)
 # `default` and `conditional` are the best recipes measured so far (docs/quality.md has the numbers).
 PRESETS: dict[str, dict[str, Any]] = {
     "tutorial": TUTORIAL,

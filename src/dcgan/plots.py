@@ -25,11 +25,15 @@ def pyplot():
 
 
 def plot_losses(metrics_csv: str | Path, path: str | Path) -> None:
-    """Plot discriminator and generator losses, and D(x) / D(G(z)), against the step."""
+    """Plot discriminator and generator losses, and D(x) / D(G(z)), against the step; with adaptive
+    augmentation (an `ada_p` column with values), its probability and signal in a third panel."""
     plt = pyplot()
     rows = read_metrics(metrics_csv)
     steps = [r["step"] for r in rows]
-    fig, (ax_loss, ax_prob) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    adaptive = any(math.isfinite(r.get("ada_p", math.nan)) for r in rows)
+    panels = 3 if adaptive else 2
+    fig, axes = plt.subplots(panels, 1, figsize=(8, 3 * panels), sharex=True)
+    ax_loss, ax_prob = axes[:2]
     ax_loss.plot(steps, [r["d_loss"] for r in rows], label="discriminator")
     ax_loss.plot(steps, [r["g_loss"] for r in rows], label="generator")
     ax_loss.set_ylabel("loss")
@@ -37,9 +41,16 @@ def plot_losses(metrics_csv: str | Path, path: str | Path) -> None:
     ax_prob.plot(steps, [r["d_real"] for r in rows], label="D(x)")
     ax_prob.plot(steps, [r["d_fake"] for r in rows], label="D(G(z))")
     ax_prob.set_ylabel("mean probability")
-    ax_prob.set_xlabel("step")
     ax_prob.set_ylim(0, 1)
     ax_prob.legend()
+    if adaptive:
+        ax_ada = axes[2]
+        ax_ada.plot(steps, [r["ada_p"] for r in rows], label="augmentation probability p")
+        ax_ada.plot(steps, [r.get("ada_signal", math.nan) for r in rows], label="signal E[sign D(x)]")
+        ax_ada.set_ylabel("adaptive augmentation")
+        ax_ada.set_ylim(-1.05, 1.05)
+        ax_ada.legend()
+    axes[-1].set_xlabel("step")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -7,8 +7,11 @@ its softmax gives the class statistics. The MNIST one ships as `assets/mnist_cla
 from __future__ import annotations
 
 import math
+import os
 import pickle
-import zipfile
+import re
+import stat
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -20,13 +23,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import atomic_save
+from ..config import DCGAN_SIZES, UPPER_BOUNDS
 from ..data import ImageData, load_data
-from ..errors import UserError, reason
+from ..errors import UserError, file_kind, reason
+from ..limits import require_fits
 
 KIND = "dcgan-classifier"
 FORMAT_VERSION = 1
 FEATURE_DIM = 128
 BUNDLED_NAME = "mnist_classifier.pt"
+# What a classifier may be built for (its file is checked against these before anything is allocated).
+CHANNELS = (1, 3)
+MIN_IMAGE_SIZE = 8  # three 2x poolings leave one pixel
+MAX_IMAGE_SIZE = max(DCGAN_SIZES)  # the largest images the GANs make
+MAX_CLASSES = UPPER_BOUNDS["num_classes"]
+MAX_FEATURE_DIM = 4096  # 32x the bundled network's 128
+MAX_SEED = UPPER_BOUNDS["seed"]
+# Memory of a training step per pixel of each image of the batch (activations, their gradients):
+# about 800 bytes measured on the CPU, at 28 to 128 pixels.
+STEP_BYTES_PER_PIXEL = 1024
 
 
 class DigitClassifier(nn.Module):
@@ -144,36 +159,59 @@ def save_classifier(model: DigitClassifier, path: str | Path, *, classes: tuple[
     return Path(path)
 
 
-def load_classifier(path: str | Path | None = None, *, device: torch.device | str = "cpu") -> LoadedClassifier:
-    """Load a classifier file (the bundled MNIST one when `path` is None), in inference mode."""
+def load_classifier(path: str | Path | None = None, *, device: torch.device | str = "cpu",
+                    option: str = "--classifier") -> LoadedClassifier:
+    """Load a classifier file (the bundled MNIST one when `path` is None), in inference mode.
+
+    Anything else is refused with a one-line UserError naming `option` and the path.
+    """
     path = bundled_path() if path is None else Path(path)
-    payload = _read_payload(path)
+    payload = _read_payload(path, option)
     try:
-        model = DigitClassifier(channels=int(payload["channels"]), image_size=int(payload["image_size"]),
-                                num_classes=int(payload["num_classes"]), feature_dim=int(payload["feature_dim"]))
+        sizes = {name: int(payload[name]) for name in ("channels", "image_size", "num_classes", "feature_dim")}
+        seed = int(payload.get("settings", {}).get("seed", 0))
+        if (sizes["channels"] not in CHANNELS or not MIN_IMAGE_SIZE <= sizes["image_size"] <= MAX_IMAGE_SIZE
+                or not 1 <= sizes["num_classes"] <= MAX_CLASSES or not 1 <= sizes["feature_dim"] <= MAX_FEATURE_DIM
+                or not 0 <= seed <= MAX_SEED):
+            raise ValueError("sizes out of range: " + ", ".join(f"{k} {v}" for k, v in {**sizes, "seed": seed}.items()))
+        model = DigitClassifier(**sizes)
         model.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise UserError(f"--classifier {path}: damaged classifier file ({reason(exc)})") from None
-    info = ClassifierInfo(channels=model.channels, image_size=model.image_size,
-                          classes=tuple(str(c) for c in payload.get("classes", range(model.num_classes))),
-                          data=str(payload.get("data", "?")),
-                          test_accuracy=float(payload.get("test_accuracy", math.nan)), source=str(path),
-                          seed=int(payload.get("settings", {}).get("seed", 0)))
+        info = ClassifierInfo(channels=model.channels, image_size=model.image_size,
+                              classes=tuple(str(c) for c in payload.get("classes", range(model.num_classes))),
+                              data=str(payload.get("data", "?")),
+                              test_accuracy=float(payload.get("test_accuracy", math.nan)), source=str(path),
+                              seed=seed)
+    except (KeyError, TypeError, ValueError, OverflowError, RuntimeError, AttributeError) as exc:
+        raise UserError(f"{option} {path}: damaged classifier file ({reason(exc)})") from None
     return LoadedClassifier(model.to(device).eval(), info)
 
 
-def _read_payload(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError(f"--classifier {path}: no such file")
+def _read_payload(path: Path, option: str) -> dict[str, Any]:
+    """The dict of a classifier file, read with `weights_only` (no code from the file runs)."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise UserError(f"--classifier {path}: not a readable classifier file ({reason(exc)})") from None
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise UserError(f"{option} {path}: no such file") from None
+    except (OSError, ValueError) as exc:  # no permission to look; a NUL byte in the name
+        raise UserError(f"{option} {path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    if not stat.S_ISREG(mode):  # a device or a pipe might never stop giving bytes
+        raise UserError(f"{option} {path}: {file_kind(mode)}, not a classifier file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols: not the user's concern
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise UserError(f"{option} {path}: cannot read ({exc.strerror or exc})") from None
+    except pickle.UnpicklingError as exc:
+        code = re.search(r"GLOBAL (\S+)", str(exc))
+        problem = f"refused: it asks to run code, {code[1]}" if code else "not a PyTorch file"
+        raise UserError(f"{option} {path}: not a readable classifier file ({problem})") from None
+    except Exception:  # noqa: BLE001 - whatever the unpickler trips on (a KeyError on text), the file is not usable
+        raise UserError(f"{option} {path}: not a readable classifier file (not a PyTorch file, or truncated)") from None
     if not isinstance(payload, dict) or payload.get("kind") != KIND:
-        raise UserError(f"--classifier {path}: not a dcgan classifier file (make one with "
-                        f"`dcgan classifier train`)")
+        raise UserError(f"{option} {path}: not a dcgan classifier file (make one with `dcgan classifier train`)")
     if payload.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"--classifier {path}: unsupported classifier format {payload.get('format_version')!r}")
+        raise UserError(f"{option} {path}: unsupported classifier format {payload.get('format_version')!r}")
     return payload
 
 
@@ -244,6 +282,13 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)  # (B, 2, 3)
     grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def require_batch_fits(batch_size: int, train: ImageData, *, device: torch.device) -> None:
+    """Refuse a `--batch-size` whose training step (on at most all of `train`) cannot fit in `device`'s memory."""
+    _, _, height, width = train.images.shape
+    require_fits(f"--batch-size {batch_size:,}", min(batch_size, len(train)), STEP_BYTES_PER_PIXEL * height * width,
+                 device=device)
 
 
 def train_classifier(train: ImageData, test: ImageData, settings: TrainSettings, *,

@@ -69,7 +69,7 @@ class TrainingEvaluator:
 
 def feature_network_for(config: TrainConfig, device: torch.device | str = "cpu") -> LoadedClassifier:
     """The `--eval-classifier` of a training config (bundled MNIST by default), checked against its images."""
-    classifier = load_classifier(config.eval_classifier or None, device=device)
+    classifier = load_classifier(config.eval_classifier or None, device=device, option="--eval-classifier")
     info = classifier.info
     channels = config.channels or info.channels  # 0: the data's, known once it is loaded (checked again then)
     if info.input_shape != (channels, config.image_size, config.image_size):

@@ -8,6 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +21,9 @@ from PIL import Image, UnidentifiedImageError
 
 from ..checkpoint import atomic_save
 from ..data import IMAGE_EXTENSIONS, ImageData, cache_dir, load_data
-from ..errors import UserError, reason
-from ..sampling import class_labels, generate, load_generator
+from ..errors import UserError, file_kind, reason
+from ..networks import channels_of
+from ..sampling import class_labels, generate, load_generator, require_images_fit
 from .classifier import ClassifierInfo, LoadedClassifier, embed
 from .metrics import (ClassStats, GaussianFit, KernelDistance, PrecisionRecall, class_stats, frechet_distance,
                       gaussian_fit, kernel_distance, precision_recall)
@@ -91,10 +95,11 @@ class Evaluation:
 def load_samples(path: str | Path, info: ClassifierInfo) -> torch.Tensor:
     """Read samples from a folder of images or an N x H x W (x C) uint8 .npy file, as (N, C, H, W)."""
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"--samples {path}: no such file or directory")
-    if path.is_dir():
+    mode = _file_mode(path, "--samples")
+    if stat.S_ISDIR(mode):
         images = _load_image_dir(path, info)
+    elif not stat.S_ISREG(mode):
+        raise UserError(f"--samples {path}: {file_kind(mode)}; expected a folder of PNG images or a .npy file")
     elif path.suffix.lower() == ".npy":
         images = _load_npy(path)
     else:
@@ -102,11 +107,34 @@ def load_samples(path: str | Path, info: ClassifierInfo) -> torch.Tensor:
     return check_samples(images, info, f"--samples {path}")
 
 
-def _load_npy(path: Path) -> torch.Tensor:
+def _file_mode(path: Path, option: str) -> int:
+    """What `path` is (its st_mode, following links); a UserError naming `option` when nothing is there."""
+    try:
+        return os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise UserError(f"{option} {path}: no such file or directory") from None
+    except (OSError, ValueError) as exc:  # no permission to look; a NUL byte in the name
+        raise UserError(f"{option} {path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def _read_npy(path: Path, option: str) -> np.ndarray:
+    """The array of a .npy file (no pickled objects); anything that is not a regular file is never opened,
+    as reading a pipe or a device may never end."""
+    mode = _file_mode(path, option)
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{option} {path}: {file_kind(mode)}, not a .npy file")
     try:
         array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise UserError(f"--samples {path}: not a readable .npy array ({reason(exc)})") from None
+    except (OSError, ValueError, EOFError, MemoryError) as exc:  # MemoryError: a header asking for too much
+        raise UserError(f"{option} {path}: not a readable .npy array ({reason(exc)})") from None
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise UserError(f"{option} {path}: a .npz archive, not a .npy array")
+    return array
+
+
+def _load_npy(path: Path) -> torch.Tensor:
+    array = _read_npy(path, "--samples")
     if array.dtype != np.uint8:
         raise UserError(f"--samples {path}: expected uint8 pixels (0 = background, 255 = ink), got {array.dtype}")
     if array.ndim == 3:
@@ -126,13 +154,16 @@ def _load_image_dir(path: Path, info: ClassifierInfo) -> torch.Tensor:
     images = []
     for file in files:
         try:
-            with Image.open(file) as image:
-                array = np.asarray(image.convert(mode), dtype=np.uint8)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked before decoding
+                with Image.open(file) as image:
+                    if image.size != (info.image_size, info.image_size):
+                        raise UserError(f"--samples {path}: {file.name} is {image.width}x{image.height} pixels, but "
+                                        f"the feature network {Path(info.source).name} takes "
+                                        f"{info.describe_shape()} images")
+                    array = np.asarray(image.convert(mode), dtype=np.uint8)
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
             raise UserError(f"--samples {path}: cannot read image {file.name} ({exc})") from None
-        if array.shape[:2] != (info.image_size, info.image_size):
-            raise UserError(f"--samples {path}: {file.name} is {array.shape[1]}x{array.shape[0]} pixels, but the "
-                            f"feature network {Path(info.source).name} takes {info.describe_shape()} images")
         images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
     return torch.from_numpy(np.stack(images))
 
@@ -159,7 +190,9 @@ def samples_from_checkpoint(path: str | Path, info: ClassifierInfo, *, num: int,
     """
     if num < MIN_SAMPLES:
         raise UserError(f"--num {num}: too few samples; at least {MIN_SAMPLES} are needed (10000 is the usual number)")
-    generator, _ = load_generator(path, device)
+    generator, config = load_generator(path, device)
+    require_images_fit(f"--num {num:,}", num, latent_dim=generator.latent_dim, image_size=config.image_size,
+                       channels=channels_of(config))
     requested = class_labels(generator, num, seed=seed)
     images = torch.from_numpy(generate(generator, num, seed=seed, device=device, labels=requested))
     return check_samples(images.permute(0, 3, 1, 2).contiguous(), info, f"--checkpoint {path}"), requested
@@ -168,12 +201,7 @@ def samples_from_checkpoint(path: str | Path, info: ClassifierInfo, *, num: int,
 def load_requested(path: str | Path, num: int) -> torch.Tensor:
     """The class each sample was asked to be: a 1-d integer .npy array, one entry per sample."""
     path = Path(path)
-    try:
-        array = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UserError(f"--labels {path}: no such file") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise UserError(f"--labels {path}: not a readable .npy array ({reason(exc)})") from None
+    array = _read_npy(path, "--labels")
     if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer) or len(array) != num:
         raise UserError(f"--labels {path}: expected {num} integer class labels, got a {array.dtype} array "
                         f"of shape {array.shape}")

@@ -18,10 +18,13 @@ from .step import GAN
 MIN_IMAGES_PER_CLUSTER = 100  # --clusters: fewer clusters for small data sets
 
 
-def with_classes(config: TrainConfig, num_classes: int, source: str) -> TrainConfig:
+def with_classes(config: TrainConfig, num_classes: int, source: str, *, flat: bool = False) -> TrainConfig:
     """A conditional config with `num_classes` from the data (refused if it was trained on other classes)."""
     if not config.conditional:
         return config
+    if flat:
+        raise UserError(f"--conditional: {source} has no class subfolders (its pictures are one set); put each "
+                        f"class's pictures in a subfolder of its own, {source}/<class>/<picture>")
     if num_classes < 2:
         raise UserError(f"--conditional: {source} has {num_classes} class; a conditional GAN needs at least 2")
     if config.num_classes not in (0, num_classes):

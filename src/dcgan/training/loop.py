@@ -24,6 +24,7 @@ from ..config import TrainConfig
 from ..data import ShuffledBatches, load_data, require_a_batch
 from ..device import select_device, synchronized_time
 from ..errors import UserError
+from .augment import AdaptiveAugment
 from .distributed import World, agreed, any_rank, from_main, gather, mean_over_ranks, rank_seed
 from .labels import set_cluster_prior, to_stderr, with_classes, with_clusters
 from .memory import require_batch_fits
@@ -109,6 +110,8 @@ def set_up(config: TrainConfig, run: RunDirectory, device: torch.device, *, resu
     data = load_data(config.data, channels=config.channels, image_size=config.image_size, download=config.download)
     require_a_batch(data, batch_size=config.batch_size, world_size=world.size)
     log = to_stderr if world.is_main else lambda _: None
+    if data.description:
+        log(f"data: {data.description}")
     if not config.channels:  # from the data; said for image folders, where it is a finding
         config = config.replace(channels=data.images.shape[1])
         if data.mapped:
@@ -117,10 +120,10 @@ def set_up(config: TrainConfig, run: RunDirectory, device: torch.device, *, resu
     last = str(run.last_checkpoint)
     if resume is not None:
         check_same_data(resume, len(data), last)
-    config = with_classes(config, len(data.classes), data.source)
+    config = with_classes(config, len(data.classes), data.source, flat=data.flat)
     config, data, prior = with_clusters(config, data, log=log)
     batches = ShuffledBatches(data, batch_size=config.batch_size, seed=config.seed, device=device, rank=world.rank,
-                              world_size=world.size)
+                              world_size=world.size, mirror=config.mirror)
     goal = total_steps(config, batches.batches_per_epoch)
     gan = build_gan(config, device, world)
     require_batch_fits(config, gan.generator, gan.discriminator, device, data_size=len(data), world=world)
@@ -179,13 +182,16 @@ class Logger:
     """Mean losses over each window of steps, kept on the device and read only when a row is written.
 
     With several processes the row holds the mean over the ranks, and rank 0 alone writes it.
+    With adaptive augmentation (`ada`) the row also holds its probability and last signal.
     """
 
     NAMES = ("d_loss", "g_loss", "d_real", "d_fake")
+    ADA_NAMES = ("ada_p", "ada_signal")
 
     def __init__(self, run: RunDirectory, bar: tqdm, *, batch_size: int, device: torch.device,
-                 world: World = World()) -> None:
+                 world: World = World(), ada: AdaptiveAugment | None = None) -> None:
         self.world = world
+        self.ada = ada
         self.rundir = run
         self.bar = bar
         self.batch_size = batch_size
@@ -207,17 +213,24 @@ class Logger:
     def write(self, position: Position, scores: dict[str, float]) -> None:
         """Append the window's means (and any scores) to metrics.csv; raise Diverged on a non-finite loss."""
         means = mean_over_ranks(self.world, self.sums / max(self.count, 1))
-        losses = dict(zip(self.NAMES, means.tolist()))  # the only host sync
+        if self.ada is not None:  # the same on every rank already
+            means = torch.cat((means, self.ada.readings()))
+        values = means.tolist()  # the only host sync
+        losses = dict(zip(self.NAMES, values))
+        ada = dict(zip(self.ADA_NAMES, values[len(self.NAMES):]))
         if not all(math.isfinite(v) for v in losses.values()):
             raise Diverged
         seconds = position.train_seconds - self.window_seconds
         images_per_s = self.count * self.batch_size / max(seconds, 1e-9)
         if self.world.is_main:
             self.rundir.log_metrics({"step": position.step, "epoch": position.epoch, **losses,
-                                     "images_per_s": images_per_s, "wall_time": position.train_seconds, **scores})
-        self.bar.set_postfix(d_loss=f"{losses['d_loss']:.3f}", g_loss=f"{losses['g_loss']:.3f}",
-                             d_x=f"{losses['d_real']:.2f}", d_gz=f"{losses['d_fake']:.2f}",
-                             img_s=f"{images_per_s:.0f}")
+                                     "images_per_s": images_per_s, "wall_time": position.train_seconds, **ada,
+                                     **scores})
+        postfix = dict(d_loss=f"{losses['d_loss']:.3f}", g_loss=f"{losses['g_loss']:.3f}",
+                       d_x=f"{losses['d_real']:.2f}", d_gz=f"{losses['d_fake']:.2f}", img_s=f"{images_per_s:.0f}")
+        if ada:
+            postfix["ada_p"] = f"{ada['ada_p']:.3f}"
+        self.bar.set_postfix(**postfix)
         self.start_window(position)
 
 
@@ -266,7 +279,7 @@ class TrainingLoop:
                         dynamic_ncols=True)
         self.clock = Clock(self.position, time_limit_minutes=self.config.time_limit, device=self.batches.device)
         self.logger = Logger(self.rundir, self.bar, batch_size=self.batches.batch_size, device=self.batches.device,
-                             world=self.world)
+                             world=self.world, ada=self.gan.ada)
         self.logger.start_window(self.position)
 
     def batches_from_position(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -19,7 +19,10 @@ from .lock import LOCK_FILE
 
 # Written by `--eval-every` at the steps it scores; empty in the other rows.
 EVAL_FIELDS = ("fid", "kid", "precision", "recall", "classes_covered", "class_entropy", "confidence", "class_match")
-METRIC_FIELDS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s", "wall_time", *EVAL_FIELDS)
+# Written with adaptive augmentation (`--ada-target`): its probability p and last signal r; empty without it.
+ADA_FIELDS = ("ada_p", "ada_signal")
+METRIC_FIELDS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s", "wall_time", *ADA_FIELDS,
+                 *EVAL_FIELDS)
 
 
 JOB_FILE = ".torchrun-job"

@@ -1,14 +1,17 @@
 """A run's state: its position, the checkpoint payload, random-number states, and resuming a run.
 
 A checkpoint holds everything a step depends on, so a resumed run continues bit for bit: the
-networks, the optimisers, the moving average, the position in the data (epoch and batch, whose
-order is a function of the seed), the random-number states (every rank's, with several
+networks, the optimisers, the moving average, adaptive augmentation's probability and signal
+sums, LeCam's anchors, the position in the data (epoch and batch, whose order is a function of
+the seed), the random-number states (every rank's, with several
 processes), the learning-rate scale after roll-backs, and the training time used.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ import torch
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig, config_from_dict, resumed_config
 from ..data import batches_per_epoch
-from ..errors import UserError, reason
+from ..errors import UserError, file_kind, reason
 from .distributed import World, rank_seed
 from .rundir import RunDirectory
 from .step import GAN
@@ -43,7 +46,7 @@ def seed_everything(seed: int) -> None:
     """Seed torch, Python and NumPy: a run's initial weights and first steps follow from its seed."""
     torch.manual_seed(seed)
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)  # NumPy takes seeds below 2**32; a rank's seed (rank_seed) may be larger
 
 
 def capture_rng() -> dict[str, Any]:
@@ -116,11 +119,24 @@ def load_resume_point(root: Path, flag_values: dict[str, Any], *, world_size: in
                       ) -> tuple[TrainConfig, dict[str, Any]]:
     """The config and checkpoint payload to continue the run in `root` with, after the flags given.
 
-    Refuses a run that never wrote a checkpoint, a checkpoint without training state, flags that
-    would change the run's recipe, and a goal the run is already past: that last one from the
-    checkpoint alone (its step and data size), before any data is loaded or clustered.
+    Refuses a path that is not a run directory, a run that never wrote a checkpoint, a checkpoint
+    without training state, flags that would change the run's recipe, and a goal the run is already
+    past: that last one from the checkpoint alone (its step and data size), before any data is loaded
+    or clustered.
     """
-    last = RunDirectory(root).last_checkpoint
+    try:
+        mode = os.stat(root).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise UserError(f"--resume {root}: no such run directory") from None
+    except (OSError, ValueError) as exc:  # no permission to look; a NUL byte in the name
+        raise UserError(f"--resume {root}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    if not stat.S_ISDIR(mode):
+        raise UserError(f"--resume {root}: not a run directory ({file_kind(mode)})")
+    run = RunDirectory(root)
+    if not (root / "config.toml").is_file() and not run.checkpoints.is_dir():
+        raise UserError(f"--resume {root}: not a run directory of dcgan (neither config.toml nor checkpoints/ "
+                        f"in it); name the folder that `dcgan train --out` wrote")
+    last = run.last_checkpoint
     if (root / "config.toml").is_file() and not last.exists():
         raise UserError(f"--resume {root}: the run stopped before its first checkpoint; "
                         f"start it again with a new --out")

@@ -16,17 +16,19 @@ from ..config import TrainConfig
 from ..device import autocast_for
 from ..networks import build_discriminator, build_generator
 from ..networks.calibration import MAX_CALIBRATION_SAMPLES, calibration_samples, recalibrate
-from .augment import diff_augment
+from .augment import AdaptiveAugment, diff_augment
 from .distributed import World, broadcast_buffers, parallel
 from .ema import EMA
-from .losses import discriminator_loss, generator_loss, r1_penalty
+from .losses import LeCam, discriminator_loss, generator_loss, r1_penalty
 
 LR_REFERENCE_BATCH = 32  # the tutorial's batch size, which its learning rates were tuned for
 
 
 @dataclass
 class GAN:
-    """The two networks, their optimisers, and the generator's moving average (if any)."""
+    """The two networks, their optimisers, the generator's moving average (if any), and the state
+    that D's training carries from step to step: adaptive augmentation's probability (`ada`) and
+    LeCam regularisation's anchors (`lecam`), when the recipe has them."""
 
     generator: nn.Module
     discriminator: nn.Module
@@ -34,24 +36,34 @@ class GAN:
     opt_d: torch.optim.Adam
     ema: EMA | None = None
     calibration_samples: int = MAX_CALIBRATION_SAMPLES
+    ada: AdaptiveAugment | None = None
+    lecam: LeCam | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        """Weights and optimiser states, as a checkpoint stores them."""
+        """Weights, optimiser states and D's running state, as a checkpoint stores them."""
         state = {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
                  "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
         if self.ema is not None:
             self.sampler()  # the average's batch-norm statistics, brought up to date
             state["ema"] = self.ema.state_dict()
+        if self.ada is not None:
+            state["ada"] = self.ada.state_dict()
+        if self.lecam is not None:
+            state["lecam"] = self.lecam.state_dict()
         return state
 
     def load_state_dict(self, payload: dict[str, Any]) -> None:
-        """Undo `state_dict`."""
+        """Undo `state_dict` (D's running state starts afresh when the payload has none)."""
         self.generator.load_state_dict(payload["generator"])
         self.discriminator.load_state_dict(payload["discriminator"])
         self.opt_g.load_state_dict(payload["opt_g"])
         self.opt_d.load_state_dict(payload["opt_d"])
         if self.ema is not None:
             self.ema.load_state_dict(payload["ema"])
+        if self.ada is not None:
+            self.ada.load_state_dict(payload.get("ada"))
+        if self.lecam is not None:
+            self.lecam.load_state_dict(payload.get("lecam"))
 
     def sampler(self) -> nn.Module:
         """The generator that samples are drawn from: the moving average when there is one.
@@ -89,7 +101,7 @@ def learning_rates(config: TrainConfig) -> tuple[float, float]:
 
 
 def build_gan(config: TrainConfig, device: torch.device, world: World = World()) -> GAN:
-    """Networks and Adam optimisers for `config`, on `device`, in its memory format.
+    """Networks and Adam optimisers for `config`, on `device`, in its memory format, with D's running state.
 
     With `--sync-bn` and several processes, G's batch norm layers become SyncBatchNorm (same
     weights and state-dict names), which normalise with the statistics of the global batch.
@@ -109,15 +121,19 @@ def build_gan(config: TrainConfig, device: torch.device, world: World = World())
                torch.optim.Adam(generator.parameters(), lr=lr_g, **adam),
                torch.optim.Adam(discriminator.parameters(), lr=lr_d, **adam),
                ema=EMA(generator, decay=config.ema_decay) if config.ema_decay > 0 else None,
-               calibration_samples=calibration_samples(config.image_size))
+               calibration_samples=calibration_samples(config.image_size),
+               ada=AdaptiveAugment(target=config.ada_target, speed=config.ada_speed, batch_size=config.batch_size,
+                                   device=device, world=world) if config.ada_target else None,
+               lecam=LeCam(config.lecam, device=device, world=world) if config.lecam else None)
 
 
 class TrainingStep:
     """One training step of a GAN with its recipe: `d_steps` D steps, then one G step and the EMA update.
 
-    The recipe: the `loss` (losses.py), differentiable augmentation of D's inputs (`augment`),
-    the mode-seeking weight, whether the G step reuses the D step's generated batch
-    (`reuse_fake`), and the precision (`autocast`, a factory of the forward passes' context).
+    The recipe: the `loss` (losses.py), differentiable augmentation of D's inputs (`augment`, or
+    the GAN's adaptive augmentation), LeCam regularisation (the GAN's), the mode-seeking weight,
+    whether the G step reuses the D step's generated batch (`reuse_fake`), and the precision
+    (`autocast`, a factory of the forward passes' context).
     Labels go to the networks only when the generator takes them (conditional or clusters).
 
     With several processes (`world`), G and D's training forward each run through their own
@@ -145,6 +161,8 @@ class TrainingStep:
         self.r1 = r1
         self.autocast = autocast
         self.labelled = gan.generator.num_classes > 0
+        self.ada = gan.ada
+        self.lecam = gan.lecam
         self.world = world
         self.generate = parallel(world, gan.generator, device)  # G(z, labels)
         self.train_logits = parallel(world, Logits(gan.discriminator), device)  # D's logits in the D step
@@ -192,6 +210,8 @@ class TrainingStep:
                                                                    per_pair=self.mode_seeking_pairs)
             fake = g_fake
         g_loss = self.generator_step(fake, labels, penalty=penalty)
+        if self.ada is not None:
+            self.ada.end_step()
         return d_loss, d_real, d_fake, g_loss
 
     def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None
@@ -199,7 +219,8 @@ class TrainingStep:
         """One Adam step on D; returns (d_loss, mean D(x), mean D(G(z))), still on the device.
 
         L_D = ½ [BCE(D(x), 1) + BCE(D(G(z)), 0)] for the tutorial's loss, plus with `r1` the R1
-        penalty γ/2 · E|∇ₓ D(x)|² (Mescheder et al., 2018), which keeps D flat on the data. With
+        penalty γ/2 · E|∇ₓ D(x)|² (Mescheder et al., 2018), which keeps D flat on the data, and
+        with the GAN's `lecam` its penalty on the real and generated logits. With
         `mismatched_labels`, real images paired with a wrong label y' join the fakes (Reed et al.,
         2016): L_D = ½ [BCE(D(x, y), 1) + ½ (BCE(D(G(z, y), y), 0) + BCE(D(x, y'), 0))]. Real and
         generated images go through D as one batch, which `Logits` splits into one pass per group
@@ -219,8 +240,15 @@ class TrainingStep:
             logits = self._d_logits(d_logits, torch.cat(images), joined_labels).float()  # (2B, 1), or (3B, 1)
         real_logits, fake_logits, *mismatched_logits = logits.split(real.shape[0])
         d_loss = self.d_loss(real_logits, torch.cat([fake_logits, *mismatched_logits]))
-        (d_loss + 0.5 * self.r1 * r1_penalty(real_logits, real) if self.r1 else d_loss).backward()
+        objective = d_loss
+        if self.r1:
+            objective = objective + 0.5 * self.r1 * r1_penalty(real_logits, real)
+        if self.lecam is not None:
+            objective = objective + self.lecam(real_logits, fake_logits)
+        objective.backward()
         opt_d.step()
+        if self.ada is not None:
+            self.ada.observe(real_logits)
         return d_loss.detach(), torch.sigmoid(real_logits).mean().detach(), torch.sigmoid(fake_logits).mean().detach()
 
     def generator_step(self, fake: torch.Tensor, labels: torch.Tensor | None = None, *,
@@ -252,6 +280,8 @@ class TrainingStep:
         """D's `logits` (B, 1) of images (augmented first when the recipe says so), conditioned on `labels`."""
         if self.augment:
             images = diff_augment(images)
+        if self.ada is not None:
+            images = self.ada(images)
         return logits(images, labels)
 
 
