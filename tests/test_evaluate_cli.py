@@ -66,6 +66,7 @@ def test_npy_samples_give_a_table_and_the_same_numbers_as_json(run_cli, idx_dir:
     assert sum(result["class_histogram"]) == 200
     assert result["precision"] > 0.6 and result["recall"] > 0.6 and result["confidence"] > 0.9
     assert result["class_match"] is None
+    assert result["classifier_features"] == "classes" and result["classifier_test_retrieval"] is None
     assert f"{result['fid']:.3f}" in out
 
 

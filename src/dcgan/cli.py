@@ -8,7 +8,7 @@
     dcgan evaluate             FID, KID, precision/recall and class statistics of samples
     dcgan data export-png      the IDX data as PNG files in the tutorial's folder layout
     dcgan classifier train     train the feature network of `dcgan evaluate`
-    dcgan classifier test      the accuracy of a feature network on a dataset's test split
+    dcgan classifier test      a feature network's accuracy (top-1 retrieval without classes) on held-out data
 """
 
 from __future__ import annotations
@@ -277,25 +277,33 @@ def _add_classifier(sub: Any) -> None:
     p = sub.add_parser("classifier", help="the feature network of `dcgan evaluate`")
     clf_sub = p.add_subparsers(dest="classifier_command", required=True, metavar="COMMAND", parser_class=Parser)
     t = clf_sub.add_parser("train", help="train a classifier whose features the metrics use",
-                           description="Train a small CNN classifier (fixed seed) and write it as a .pt file.")
-    t.add_argument("--data", default="mnist", help="mnist (bundled), an IDX directory, an image folder, "
-                                                   "or torchvision:<Name>")
+                           description="Train a small CNN classifier (fixed seed) and write it as a .pt file; "
+                                       "on pictures without classes, the same network by contrast of "
+                                       "augmented views.")
+    t.add_argument("--data", default="mnist", help="mnist (bundled), an IDX directory, an image folder (flat or in "
+                                                   "class subfolders), a .zip of one, or torchvision:<Name>")
     t.add_argument("--download", action="store_true", help="let torchvision:<Name> download")
     t.add_argument("--out", required=True, metavar="FILE.pt", help="where to write the weights (never overwritten)")
     t.add_argument("--channels", type=_non_negative_int, choices=(0, 1, 3), default=0,
                    help="1 or 3; default (0): the data's (3 for a folder of colour images)")
     # 8 pixels: the network pools three times; 256: the largest images the GANs make
     t.add_argument("--image-size", type=_int_from(8, max(DCGAN_SIZES)), default=28, help="8 to 256 (default 28)")
-    t.add_argument("--epochs", type=_int_from(1, 10_000), default=4, help="1 to 10,000 (default 4)")
+    t.add_argument("--features", choices=("auto", "classes", "contrastive"), default="auto",
+                   help="what the features learn: classes (a classifier of the data's labels) or contrastive "
+                        "(two random views of each picture told apart from the others, no labels); auto: classes "
+                        "when the data has 2 or more (default)")
+    t.add_argument("--epochs", type=_int_from(1, 10_000), help="1 to 10,000 (default 4; contrastive: 20)")
     t.add_argument("--batch-size", type=_int_from(2, UPPER_BOUNDS["batch_size"]), default=128,
                    help="2 (batch norm needs two images) to 2**20 (default 128)")
     t.add_argument("--lr", type=_positive_float, default=2e-3, help="peak learning rate (one-cycle schedule)")
     t.add_argument("--seed", type=_int_from(0, UPPER_BOUNDS["seed"]), default=0, help="0 to 2**32 - 1 (default 0)")
-    t.add_argument("--no-augment", action="store_true", help="train without random shifts, rotations, scalings")
+    t.add_argument("--no-augment", action="store_true", help="train without random shifts, rotations, scalings "
+                                                                "(classes only)")
     t.add_argument("--device", choices=DEVICES, default="auto")
     t.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     t.set_defaults(handler=cmd_classifier_train)
-    a = clf_sub.add_parser("test", help="accuracy of a classifier on a dataset's test split")
+    a = clf_sub.add_parser("test", help="accuracy of a classifier on a dataset's test split (top-1 retrieval "
+                                        "for a contrastive one)")
     a.add_argument("--classifier", metavar="FILE.pt", help="default: the bundled MNIST classifier")
     a.add_argument("--data", default="mnist", help="as for `classifier train`")
     a.add_argument("--download", action="store_true", help="let torchvision:<Name> download")
@@ -530,41 +538,60 @@ def cmd_export_png(args: argparse.Namespace) -> int:
 
 def cmd_classifier_train(args: argparse.Namespace) -> int:
     from .device import select_device
-    from .evaluation.classifier import (TrainSettings, require_batch_fits, save_classifier, train_classifier,
+    from .evaluation.classifier import (MIN_RETRIEVAL_IMAGES, ContrastiveSettings, TrainSettings, feature_kind,
+                                        require_batch_fits, save_classifier, train_classifier, train_contrastive,
                                         train_test_data)
 
     out = Path(args.out)
     _require_new_file(out)
     device = select_device(args.device)
-    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                             augment=not args.no_augment)
     train, test = train_test_data(args.data, channels=args.channels, image_size=args.image_size,
                                   download=args.download, seed=args.seed)
-    require_batch_fits(args.batch_size, train, device=device)
-    print(f"training on {len(train)} images, testing on {len(test)}", file=sys.stderr)
+    contrastive = feature_kind(args.features, train) == "contrastive"
+    if contrastive and args.no_augment:
+        raise UserError("--no-augment: a contrastive feature network learns from augmented views; it cannot train "
+                        "without them")
+    if contrastive and len(test) < MIN_RETRIEVAL_IMAGES:
+        raise UserError(f"--data {args.data}: {len(train) + len(test)} images are too few to train and test a "
+                        f"contrastive feature network (a tenth, at least {MIN_RETRIEVAL_IMAGES}, is held out)")
+    epochs = args.epochs or (ContrastiveSettings.epochs if contrastive else TrainSettings.epochs)
+    measure = "retrieval" if contrastive else "test_accuracy"
+    require_batch_fits(args.batch_size, train, device=device, views=2 if contrastive else 1)
+    what = "a contrastive feature network (no classes) on" if contrastive else "on"
+    print(f"training {what} {len(train)} images, testing on {len(test)}", file=sys.stderr)
 
-    def report(epoch: int, loss: float, test_accuracy: float) -> None:
+    def report(epoch: int, loss: float, quality: float) -> None:
         if not args.quiet:
-            print(f"epoch {epoch}/{args.epochs}: loss={loss:.4f} test_accuracy={100 * test_accuracy:.2f}%",
-                  file=sys.stderr)
+            print(f"epoch {epoch}/{epochs}: loss={loss:.4f} {measure}={100 * quality:.2f}%", file=sys.stderr)
 
-    model, test_accuracy = train_classifier(train, test, settings, device=device, report=report)
+    settings: TrainSettings | ContrastiveSettings
+    if contrastive:
+        settings = ContrastiveSettings(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+        model, quality = train_contrastive(train, test, settings, device=device, report=report)
+    else:
+        settings = TrainSettings(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                 augment=not args.no_augment)
+        model, quality = train_classifier(train, test, settings, device=device, report=report)
+    scores = {"test_retrieval": quality} if contrastive else {"test_accuracy": quality}
     with writing(out, option="--out"):
-        save_classifier(model, out, classes=train.classes, data=args.data, test_accuracy=test_accuracy,
-                        settings=settings)
-    print(f"test_accuracy={100 * test_accuracy:.2f}% ({len(test)} images) classifier={out}")
+        save_classifier(model, out, classes=train.classes, data=args.data, settings=settings, **scores)
+    print(f"{measure}={100 * quality:.2f}% ({len(test)} images) classifier={out}")
     return 0
 
 
 def cmd_classifier_test(args: argparse.Namespace) -> int:
     from .device import select_device
-    from .evaluation.classifier import accuracy, load_classifier, train_test_data
+    from .evaluation.classifier import accuracy, load_classifier, top_1_retrieval, train_test_data
 
     classifier = load_classifier(args.classifier, device=select_device(args.device))
     info = classifier.info
     _, test = train_test_data(args.data, channels=info.channels, image_size=info.image_size, download=args.download,
                               seed=info.seed)
-    print(f"test_accuracy={100 * accuracy(classifier, test):.2f}% ({len(test)} images) classifier={info.source}")
+    if info.has_classes:
+        print(f"test_accuracy={100 * accuracy(classifier, test):.2f}% ({len(test)} images) classifier={info.source}")
+    else:
+        print(f"retrieval={100 * top_1_retrieval(classifier, test, seed=info.seed):.2f}% ({len(test)} images) "
+              f"classifier={info.source}")
     return 0
 
 
@@ -589,6 +616,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     seed = check_seed(args.seed, option="--seed")
     device = select_device(args.device)
     classifier = load_classifier(args.classifier, device=device)
+    if args.labels and not classifier.info.has_classes:
+        raise UserError(f"--labels {args.labels}: the feature network {classifier.info.label()} has no classes "
+                        f"(trained by contrast, without labels), so there is no class to check; leave out --labels")
     if args.checkpoint:
         if args.labels:
             raise UserError("--labels goes with --samples; a conditional --checkpoint is asked for every class "

@@ -53,39 +53,54 @@ class Reference:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Every number `dcgan evaluate` reports, and what was compared."""
+    """Every number `dcgan evaluate` reports, and what was compared.
+
+    `classes` is None when the feature network has no classes (trained by contrast): then the class
+    statistics are null in the JSON and empty in metrics.csv.
+    """
 
     fid: float
     kid: KernelDistance
     manifold: PrecisionRecall
-    classes: ClassStats
+    classes: ClassStats | None
     num_samples: int
     samples: str
     reference: str
     num_reference: int
     classifier: str
     classifier_accuracy: float
+    classifier_features: str = "classes"
+    classifier_retrieval: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         """A flat JSON-friendly dict (NaN becomes null)."""
+        c = self.classes
+        class_values: dict[str, Any] = dict.fromkeys(
+            ("confidence", "classes_covered", "num_classes", "class_entropy", "class_histogram", "class_match"))
+        if c is not None:
+            class_values = {"confidence": c.confidence, "classes_covered": c.classes_covered,
+                            "num_classes": len(c.histogram), "class_entropy": c.entropy,
+                            "class_histogram": list(c.histogram), "class_match": c.class_match}
         values = {
             "fid": self.fid, "kid": self.kid.mean, "kid_std": self.kid.std, "kid_subsets": self.kid.subsets,
             "kid_subset_size": self.kid.subset_size, "precision": self.manifold.precision,
-            "recall": self.manifold.recall, "k": self.manifold.k, "confidence": self.classes.confidence,
-            "classes_covered": self.classes.classes_covered, "num_classes": len(self.classes.histogram),
-            "class_entropy": self.classes.entropy, "class_histogram": list(self.classes.histogram),
-            "class_match": self.classes.class_match, "num_samples": self.num_samples, "samples": self.samples,
+            "recall": self.manifold.recall, "k": self.manifold.k, **class_values,
+            "num_samples": self.num_samples, "samples": self.samples,
             "reference": self.reference, "num_reference": self.num_reference, "classifier": self.classifier,
-            "classifier_test_accuracy": self.classifier_accuracy,
+            "classifier_features": self.classifier_features, "classifier_test_accuracy": self.classifier_accuracy,
+            "classifier_test_retrieval": self.classifier_retrieval,
         }
         return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
 
     def columns(self) -> dict[str, float]:
-        """The numbers logged to metrics.csv during training."""
+        """The numbers logged to metrics.csv during training (NaN, an empty cell, for what was not measured)."""
+        c = self.classes
         return {"fid": self.fid, "kid": self.kid.mean, "precision": self.manifold.precision,
-                "recall": self.manifold.recall, "classes_covered": float(self.classes.classes_covered),
-                "class_entropy": self.classes.entropy, "confidence": self.classes.confidence,
-                "class_match": math.nan if self.classes.class_match is None else self.classes.class_match}
+                "recall": self.manifold.recall,
+                "classes_covered": math.nan if c is None else float(c.classes_covered),
+                "class_entropy": math.nan if c is None else c.entropy,
+                "confidence": math.nan if c is None else c.confidence,
+                "class_match": math.nan if c is None or c.class_match is None else c.class_match}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +280,11 @@ def _write_cached(path: Path, features: torch.Tensor) -> None:
 def evaluate(classifier: LoadedClassifier, images: torch.Tensor, reference: Reference, *,
              settings: EvalSettings = EvalSettings(), samples: str = "samples",
              requested: torch.Tensor | None = None) -> Evaluation:
-    """Score uint8 samples (N, C, H, W) against a reference in the classifier's feature space."""
+    """Score uint8 samples (N, C, H, W) against a reference in the classifier's feature space.
+
+    `requested` (the class asked of each sample) is compared with the predicted classes; a network
+    without classes has none to compare, so it is not used.
+    """
     smallest = min(images.shape[0], reference.features.shape[0])
     if settings.k >= smallest:
         raise UserError(f"--k {settings.k}: must be smaller than the number of samples ({smallest})")
@@ -276,11 +295,14 @@ def evaluate(classifier: LoadedClassifier, images: torch.Tensor, reference: Refe
                           subset_size=settings.kid_subset_size, seed=settings.seed)
     real, fake = _equal_sized(reference.features, features, settings.seed)
     manifold = precision_recall(real, fake, k=settings.k)
+    probabilities = embedding.probabilities  # None without classes: no class statistics, nothing requested
+    info = classifier.info
     return Evaluation(fid=fid, kid=kid, manifold=manifold,
-                      classes=class_stats(embedding.probabilities, requested=requested),
+                      classes=None if probabilities is None else class_stats(probabilities, requested=requested),
                       num_samples=images.shape[0], samples=samples, reference=reference.description,
-                      num_reference=reference.features.shape[0], classifier=classifier.info.label(),
-                      classifier_accuracy=classifier.info.test_accuracy)
+                      num_reference=reference.features.shape[0], classifier=info.label(),
+                      classifier_accuracy=info.test_accuracy, classifier_features=info.features,
+                      classifier_retrieval=info.test_retrieval)
 
 
 def _equal_sized(real: torch.Tensor, fake: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,26 +314,33 @@ def _equal_sized(real: torch.Tensor, fake: torch.Tensor, seed: int) -> tuple[tor
 
 
 def format_report(result: Evaluation) -> str:
-    """The human-readable table of `dcgan evaluate`."""
-    c = result.classes
-    total = max(sum(c.histogram), 1)
-    histogram = "  ".join(f"{i}:{100 * n / total:.1f}%" for i, n in enumerate(c.histogram))
+    """The human-readable table of `dcgan evaluate` (no class rows for a feature network without classes)."""
+    if result.classifier_features == "classes":
+        quality = f"test accuracy {100 * result.classifier_accuracy:.2f}%"
+    else:
+        quality = (f"{result.classifier_features}, no classes; top-1 retrieval "
+                   f"{100 * result.classifier_retrieval:.2f}%")
     rows = [
         ("samples", f"{result.num_samples} from {result.samples}"),
         ("reference", f"{result.num_reference} from {result.reference}"),
-        ("feature network", f"{result.classifier} (test accuracy {100 * result.classifier_accuracy:.2f}%)"),
+        ("feature network", f"{result.classifier} ({quality})"),
         ("FID", f"{result.fid:.3f}"),
         ("KID", f"{result.kid.mean:.5f} ± {result.kid.std:.5f} ({result.kid.subsets} subsets of "
                 f"{result.kid.subset_size})"),
         (f"precision (k={result.manifold.k})", f"{result.manifold.precision:.4f}"),
         (f"recall (k={result.manifold.k})", f"{result.manifold.recall:.4f}"),
-        ("confidence", f"{c.confidence:.4f}"),
-        ("classes covered", f"{c.classes_covered} / {len(c.histogram)}"),
-        ("class entropy", f"{c.entropy:.4f} (1 = uniform)"),
-        ("class histogram", histogram),
     ]
-    if c.class_match is not None:
-        rows.append(("requested class", f"{c.class_match:.4f}"))
+    c = result.classes
+    if c is not None:
+        total = max(sum(c.histogram), 1)
+        rows += [
+            ("confidence", f"{c.confidence:.4f}"),
+            ("classes covered", f"{c.classes_covered} / {len(c.histogram)}"),
+            ("class entropy", f"{c.entropy:.4f} (1 = uniform)"),
+            ("class histogram", "  ".join(f"{i}:{100 * n / total:.1f}%" for i, n in enumerate(c.histogram))),
+        ]
+        if c.class_match is not None:
+            rows.append(("requested class", f"{c.class_match:.4f}"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
