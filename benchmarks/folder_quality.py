@@ -52,6 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from machine import cpu_name, dcgan
 
 from dcgan.data import IMAGE_EXTENSIONS, load_data
@@ -126,6 +128,20 @@ def score_real(pictures: Path, reference: Path, image_size: int, classifier: Pat
     scores = json.loads(dcgan("evaluate", "--samples", samples, "--classifier", classifier, "--reference",
                               reference).strip().splitlines()[-1])
     return {key: scores[key] for key in SCORES}
+
+
+def resized_samples(run: Path, num: int, seed: int, size: int, threads: int) -> Path:
+    """NUM samples of RUN (noise seed SEED) resized to SIZE x SIZE (bilinear, antialiased), as a uint8 .npy."""
+    drawn = run / f"samples-{num}-{seed}.npy"
+    dcgan("generate", "--checkpoint", run, "--num", num, "--seed", seed, "--format", "npy", "--out", drawn,
+          "--device", "cpu", threads=threads)
+    array = np.load(drawn)
+    images = torch.from_numpy(array[..., None] if array.ndim == 3 else array).permute(0, 3, 1, 2).float()  # (N, C, H, W)
+    if images.shape[-1] != size:
+        images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    out = run / f"samples-{num}-{seed}-{size}px.npy"
+    np.save(out, images.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return out
 
 
 def fid_curve(metrics_csv: Path) -> list[tuple[float, float]]:
@@ -219,6 +235,10 @@ def parse_args() -> argparse.Namespace:
                         help="a name and the `dcgan train` flags of a recipe (repeat)")
     parser.add_argument("--minutes", type=float, default=5.0, help="training minutes per run (--time-limit)")
     parser.add_argument("--image-size", type=int, default=64, help="of recipes whose flags set none")
+    parser.add_argument("--score-size", type=int,
+                        help="score every run at this size: its samples resized (bilinear, antialiased) to it, in "
+                             "one feature network per set, so recipes of different image sizes compare "
+                             "(default: each run at its own size, in a network of that size)")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--subset", help="N[,N...]: also train on N pictures of each folder (not the whole)")
     parser.add_argument("--subset-seed", type=int, default=0, help="seed of the subsets' choice")
@@ -258,6 +278,8 @@ def parse_args() -> argparse.Namespace:
         parser.error("--eval-every: 0 (never) or more steps")
     if args.plot and not args.eval_every:
         parser.error("--plot: needs --eval-every (the FID during training)")
+    if args.score_size and args.eval_every:
+        parser.error("--score-size and --eval-every: the FID during training is taken at each run's own size")
     return args
 
 
@@ -266,12 +288,13 @@ def main() -> None:
     cores = os.cpu_count() or 1
     threads = max(1, cores // args.jobs)
     sizes = {name: int(flag_value(flags, "--image-size") or args.image_size) for name, flags in args.recipes.items()}
+    scored_at = {name: args.score_size or size for name, size in sizes.items()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         os.environ["DCGAN_CACHE_DIR"] = str(tmp / "cache")  # the subsets' caches go with them
         features, reports, folders, floors = {}, {}, {}, []
         for folder in args.data:
-            for size in dict.fromkeys(sizes.values()):
+            for size in dict.fromkeys(scored_at.values()):
                 features[folder.name, size], reports[f"{folder.name} {size}px"] = train_features(
                     folder, size, args.features, args.classifier_epochs, tmp / f"features-{folder.name}-{size}.pt")
             for subset in args.subsets:
@@ -280,7 +303,7 @@ def main() -> None:
                     continue
                 folders[folder.name, subset] = write_subset(folder, subset, args.subset_seed,
                                                             tmp / f"{folder.name}-{subset}")
-                for size in dict.fromkeys(sizes.values()):
+                for size in dict.fromkeys(scored_at.values()):
                     floor = score_real(folders[folder.name, subset], folder, size, features[folder.name, size], tmp)
                     floors.append({"set": folder.name, "subset": subset, "image_size": size, **floor})
                     print(f"{folder.name} {subset} real pictures at {size}px against the whole folder: "
@@ -290,15 +313,20 @@ def main() -> None:
         def one_run(run: Run) -> dict:
             flags, size = args.recipes[run.recipe], sizes[run.recipe]
             out = tmp / "runs" / f"{run.set_name}-{run.subset_name}-{run.recipe}-{run.seed}"
-            classifier = features[run.set_name, size]
+            classifier = features[run.set_name, scored_at[run.recipe]]
             evaluation = (["--eval-every", args.eval_every, "--eval-classifier", classifier,
                            "--eval-samples", EVAL_SAMPLES] if args.eval_every else [])
             dcgan("train", "--data", folders[run.set_name, run.subset], *flags, "--image-size", size,
                   "--time-limit", args.minutes, "--seed", run.seed, *evaluation, "--device", "cpu", "--quiet",
                   "--out", out, threads=threads)
-            scores = json.loads(dcgan("evaluate", "--checkpoint", out, "--classifier", classifier, "--reference",
-                                      wholes[run.set_name], "--num", args.num, "--seed", run.seed,
-                                      "--device", "cpu", threads=threads).strip().splitlines()[-1])
+            if args.score_size:
+                samples = resized_samples(out, args.num, run.seed, args.score_size, threads)
+                source = ["--samples", samples]
+            else:
+                source = ["--checkpoint", out, "--num", args.num, "--seed", run.seed]
+            scores = json.loads(dcgan("evaluate", *source, "--classifier", classifier, "--reference",
+                                      wholes[run.set_name], "--device", "cpu",
+                                      threads=threads).strip().splitlines()[-1])
             last = read_metrics(out / "metrics.csv")[-1]
             curve = fid_curve(out / "metrics.csv")
             row = {"set": run.set_name, "subset": run.subset, "recipe": run.recipe, "flags": shlex.join(flags),
@@ -322,7 +350,8 @@ def main() -> None:
             rows = list(pool.map(one_run, runs))
     command = shlex.join(["python", *sys.argv])
     header = [f"CPU: {cpu_name()} ({cores} cores); {args.minutes:g} minutes of training per run, {args.jobs} run(s) "
-              f"at once on {threads} thread(s) each; {args.num} samples scored against the whole folder, in "
+              f"at once on {threads} thread(s) each; {args.num} samples scored against the whole folder"
+              f"{f' at {args.score_size}x{args.score_size} (resized)' if args.score_size else ''}, in "
               f"{args.features} features trained on it; mean ± sd over seeds {args.seeds}.", "",
               f"    {command}"]
     table = markdown(rows, floors, header)

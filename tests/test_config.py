@@ -124,7 +124,7 @@ def test_a_bad_value_names_the_file_and_the_setting_as_the_file_spells_it(tmp_pa
     assert refused('device = "tpu"\n', {}, tmp_path) == (f'{path}: device = "tpu": must be one of auto, cpu, '
                                                          f'cuda, mps')
     assert refused('preset = "huge"\n', {}, tmp_path) == (f'{path}: preset = "huge": must be one of tutorial, '
-                                                          f'dcgan, default, conditional')
+                                                          f'dcgan, default, conditional, folder')
 
 
 def test_a_bad_flag_names_the_flag_even_over_a_file(tmp_path: Path) -> None:

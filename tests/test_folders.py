@@ -222,3 +222,41 @@ def test_a_huge_member_is_refused_before_it_is_read(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(zipfile.ZipFile, "open", lambda *a, **k: pytest.fail("a member was read"))
     with pytest.raises(UserError, match="refused unread as a possible zip bomb"):
         load_data(str(archive), channels=3, image_size=8)
+
+
+SMALL = ("--latent-dim", "4", "--quiet", "--sample-every", "0", "--steps", "2")
+
+
+def preset_of(run: Path) -> tuple[str, int]:
+    import tomllib
+
+    config = tomllib.loads((run / "config.toml").read_text())
+    return config["preset"], config["image_size"]
+
+
+def test_a_picture_folder_without_a_preset_trains_with_the_folder_preset(run_cli, tmp_path: Path) -> None:
+    folder = flat_folder(tmp_path / "my_pictures")
+    code, _, err = run_cli("train", "--data", folder, *SMALL, "--out", tmp_path / "run")
+    assert code == 0, err
+    assert preset_of(tmp_path / "run") == ("folder", 32)  # the preset's own size
+    assert "preset: folder (" in err and "--preset names another" in err
+
+
+def test_a_zip_of_pictures_gets_the_folder_preset_too(run_cli, tmp_path: Path) -> None:
+    archive = zip_of(class_folder(tmp_path / "animals"), tmp_path / "animals.zip")
+    code, _, err = run_cli("train", "--data", archive, *SMALL, "--image-size", "8", "--out", tmp_path / "run")
+    assert code == 0, err
+    assert preset_of(tmp_path / "run") == ("folder", 8)  # a flag still wins over the preset
+
+
+def test_a_named_preset_or_mnist_like_data_keeps_its_preset(run_cli, tmp_path: Path, idx_dir: Path) -> None:
+    folder = flat_folder(tmp_path / "my_pictures")
+    code, _, err = run_cli("train", "--data", folder, "--preset", "tutorial", *SMALL, "--image-size", "8",
+                           "--out", tmp_path / "named")
+    assert code == 0 and preset_of(tmp_path / "named")[0] == "tutorial" and "preset: folder" not in err, err
+    (tmp_path / "my.toml").write_text('preset = "default"\n')
+    code, _, err = run_cli("train", "--data", folder, "--config", tmp_path / "my.toml", *SMALL, "--image-size", "8",
+                           "--out", tmp_path / "from-file")
+    assert code == 0 and preset_of(tmp_path / "from-file")[0] == "default", err
+    code, _, err = run_cli("train", "--data", idx_dir, *SMALL, "--image-size", "8", "--out", tmp_path / "idx-run")
+    assert code == 0 and preset_of(tmp_path / "idx-run")[0] == "default" and "preset: folder" not in err, err

@@ -88,10 +88,12 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("recipe")
     g.add_argument("--preset", choices=sorted(PRESETS), default=s,
-                   help="named recipe: tutorial (the tutorial's own), default (the best measured), "
-                        "conditional, dcgan (Radford et al.'s 64x64 network and recipe) (default: default)")
-    g.add_argument("--data", default=s, help="mnist (bundled), an IDX directory, an image folder, "
-                                             "or torchvision:<Name>")
+                   help="named recipe: tutorial (the tutorial's own), default (the best measured on digits), "
+                        "conditional, folder (default at 32x32, the best measured on colour pictures), dcgan "
+                        "(Radford et al.'s 64x64 network and recipe) (default: folder for a folder or .zip of "
+                        "pictures, else default)")
+    g.add_argument("--data", default=s, help="mnist (bundled), an IDX directory, a folder of pictures (flat or in "
+                                             "class subfolders), a .zip of one, or torchvision:<Name>")
     g.add_argument("--download", action="store_true", default=s, help="let torchvision:<Name> download")
     g.add_argument("--arch", choices=ARCHITECTURES, default=s,
                    help="network family: tutorial (28x28 digits) or dcgan (Radford et al.; 32, 64, 128 or 256 "

@@ -508,6 +508,19 @@ def conform(images: torch.Tensor, channels: int, image_size: int) -> torch.Tenso
     return images.contiguous()
 
 
+def is_picture_source(spec: str) -> bool:
+    """Whether `--data` names the user's own pictures (a folder that is not of IDX files, or a .zip), not MNIST-like data."""
+    if spec == "mnist" or spec.startswith("torchvision:"):
+        return False
+    path = Path(spec)
+    if path.is_file():
+        return path.suffix.lower() == ".zip"
+    try:
+        return path.is_dir() and not any(p.name.startswith("train-images-idx3-ubyte") for p in path.iterdir())
+    except OSError:
+        return False
+
+
 def load_data(spec: str, *, split: str = "train", channels: int = 1, image_size: int = 28,
               download: bool = False) -> ImageData:
     """Load a dataset named by `--data` and conform it to the model's channels (0: the data's own) and size."""
