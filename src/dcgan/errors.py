@@ -1,5 +1,6 @@
 """UserError, the one exception the command line turns into a one-line error and exit code 2; its messages' helpers."""
 
+import os
 import stat
 
 # What a path is when it is not a regular file: reading a device or a pipe may never end.
@@ -30,6 +31,17 @@ def file_kind(mode: int) -> str:
     if stat.S_ISREG(mode):
         return "a regular file"
     return next((name for test, name in FILE_KINDS if test(mode)), "a special file")
+
+
+def path_mode(path: str | os.PathLike, what: str, *, missing: str = "no such file or directory") -> int:
+    """The `st_mode` of `path` (following links); a one-line UserError starting with `what` when nothing is there
+    (`missing`) or it cannot be looked at (no permission, a NUL byte in the name)."""
+    try:
+        return os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise UserError(f"{what}: {missing}") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{what}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
 
 
 class PeerFailed(Exception):

@@ -10,7 +10,6 @@ a network has no class head, so no class statistics.
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import re
 import stat
@@ -28,7 +27,7 @@ from torch import nn
 from ..checkpoint import atomic_save
 from ..config import DCGAN_SIZES, UPPER_BOUNDS
 from ..data import ImageData, load_data
-from ..errors import UserError, file_kind, reason
+from ..errors import UserError, file_kind, path_mode, reason
 from ..limits import require_fits
 
 KIND = "dcgan-classifier"
@@ -249,12 +248,7 @@ def load_classifier(path: str | Path | None = None, *, device: torch.device | st
 
 def _read_payload(path: Path, option: str) -> dict[str, Any]:
     """The dict of a classifier file, read with `weights_only` (no code from the file runs)."""
-    try:
-        mode = os.stat(path).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        raise UserError(f"{option} {path}: no such file") from None
-    except (OSError, ValueError) as exc:  # no permission to look; a NUL byte in the name
-        raise UserError(f"{option} {path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    mode = path_mode(path, f"{option} {path}", missing="no such file")
     if not stat.S_ISREG(mode):  # a device or a pipe might never stop giving bytes
         raise UserError(f"{option} {path}: {file_kind(mode)}, not a classifier file")
     try:

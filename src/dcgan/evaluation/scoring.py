@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import stat
 import warnings
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..checkpoint import atomic_save
 from ..data import IMAGE_EXTENSIONS, ImageData, cache_dir, load_data
-from ..errors import UserError, file_kind, reason
+from ..errors import UserError, file_kind, path_mode, reason
 from ..networks import channels_of
 from ..sampling import class_labels, generate, load_generator, require_images_fit
 from .classifier import ClassifierInfo, LoadedClassifier, embed
@@ -124,12 +123,7 @@ def load_samples(path: str | Path, info: ClassifierInfo) -> torch.Tensor:
 
 def _file_mode(path: Path, option: str) -> int:
     """What `path` is (its st_mode, following links); a UserError naming `option` when nothing is there."""
-    try:
-        return os.stat(path).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        raise UserError(f"{option} {path}: no such file or directory") from None
-    except (OSError, ValueError) as exc:  # no permission to look; a NUL byte in the name
-        raise UserError(f"{option} {path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    return path_mode(path, f"{option} {path}")
 
 
 def _read_npy(path: Path, option: str) -> np.ndarray:

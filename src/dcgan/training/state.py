@@ -9,7 +9,6 @@ processes), the learning-rate scale after roll-backs, and the training time used
 
 from __future__ import annotations
 
-import os
 import random
 import stat
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import torch
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig, config_from_dict, resumed_config
 from ..data import batches_per_epoch
-from ..errors import UserError, file_kind, reason
+from ..errors import UserError, file_kind, path_mode, reason
 from .distributed import World, rank_seed
 from .rundir import RunDirectory
 from .step import GAN
@@ -124,12 +123,7 @@ def load_resume_point(root: Path, flag_values: dict[str, Any], *, world_size: in
     past: that last one from the checkpoint alone (its step and data size), before any data is loaded
     or clustered.
     """
-    try:
-        mode = os.stat(root).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        raise UserError(f"--resume {root}: no such run directory") from None
-    except (OSError, ValueError) as exc:  # no permission to look; a NUL byte in the name
-        raise UserError(f"--resume {root}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    mode = path_mode(root, f"--resume {root}", missing="no such run directory")
     if not stat.S_ISDIR(mode):
         raise UserError(f"--resume {root}: not a run directory ({file_kind(mode)})")
     run = RunDirectory(root)
