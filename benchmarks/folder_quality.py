@@ -25,8 +25,7 @@ scores `--num` samples of its last checkpoint. `--jobs N` trains N runs at once,
 cores / N threads: the recipes of one seed side by side, sharing the machine's load.
 
 `--eval-every STEPS` also scores 500 samples during training (`dcgan train --eval-every`). Those
-scores are against the pictures the run trains on (the subset, for `--subset`), in the same feature
-network; they give each run's FID against training minutes (`--plot`) and its "second half rise":
+scores are against the whole folder too (`--eval-reference`), in the same feature network; they give each run's FID against training minutes (`--plot`) and its "second half rise":
 the FID at its end minus the lowest FID over the second half of its training time (above 0: the run
 got worse before it ended).
 
@@ -315,7 +314,8 @@ def main() -> None:
             out = tmp / "runs" / f"{run.set_name}-{run.subset_name}-{run.recipe}-{run.seed}"
             classifier = features[run.set_name, scored_at[run.recipe]]
             evaluation = (["--eval-every", args.eval_every, "--eval-classifier", classifier,
-                           "--eval-samples", EVAL_SAMPLES] if args.eval_every else [])
+                           "--eval-samples", EVAL_SAMPLES, "--eval-reference", wholes[run.set_name]]
+                          if args.eval_every else [])
             dcgan("train", "--data", folders[run.set_name, run.subset], *flags, "--image-size", size,
                   "--time-limit", args.minutes, "--seed", run.seed, *evaluation, "--device", "cpu", "--quiet",
                   "--out", out, threads=threads)

@@ -287,3 +287,20 @@ def test_eval_samples_must_be_enough(run_cli, idx_dir: Path, tmp_path: Path):
                            "--eval-samples", "10", "--out", tmp_path / "run")
     assert code == 2
     assert err == "dcgan: error: --eval-samples 10: at least 50 are needed\n"
+
+
+@pytest.mark.slow
+def test_eval_reference_scores_against_other_real_images_without_changing_the_training(run_cli, idx_dir: Path,
+                                                                                    tmp_path: Path):
+    common = ("--data", idx_dir, "--steps", "4", "--batch-size", "16", "--quiet", "--sample-every", "0",
+              "--eval-every", "4", "--eval-samples", "50")
+    assert run_cli("train", *common, "--out", tmp_path / "own")[0] == 0
+    code, _, err = run_cli("train", *common, "--eval-reference", "mnist", "--out", tmp_path / "all")
+    assert code == 0, err
+    own, other = (read_metrics(tmp_path / name / "metrics.csv")[-1] for name in ("own", "all"))
+    assert own["d_loss"] == other["d_loss"] and own["g_loss"] == other["g_loss"]  # the same training
+    assert own["fid"] != other["fid"]  # 256 test digits of the data against MNIST's 10,000
+    code, _, err = run_cli("train", *common, "--eval-reference", tmp_path / "missing", "--out", tmp_path / "bad")
+    assert code == 2 and err.strip().splitlines() == [
+        f"dcgan: error: --eval-reference {tmp_path / 'missing'}: no such file or directory"]
+    assert not (tmp_path / "bad").exists()

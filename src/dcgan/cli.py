@@ -177,6 +177,9 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--eval-samples", type=_positive_int, default=s, metavar="N", help="samples scored (default 2000)")
     g.add_argument("--eval-classifier", default=s, metavar="FILE.pt",
                    help="feature network (default: the bundled MNIST one)")
+    g.add_argument("--eval-reference", default=s, metavar="DATA",
+                   help="the real images scored against, any --data value (default: the training data; e.g. a "
+                        "whole set while training on a part of it)")
     p.set_defaults(handler=cmd_train)
 
 

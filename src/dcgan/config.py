@@ -167,6 +167,7 @@ class TrainConfig:
     eval_every: int = 0
     eval_samples: int = 2000
     eval_classifier: str = ""
+    eval_reference: str = ""  # the real images scored against ("": the training data, its test split where it has one)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -356,7 +357,8 @@ def until_time_limit(chosen: set[str] | dict[str, Any]) -> bool:
 
 # Options that may change when a run is resumed; the others are the run's recipe, fixed by its checkpoint.
 RESUMABLE = frozenset({"steps", "epochs", "time_limit", "device", "sync_bn", "log_every", "sample_every",
-                       "checkpoint_every", "keep_checkpoints", "eval_every", "eval_samples", "eval_classifier"})
+                       "checkpoint_every", "keep_checkpoints", "eval_every", "eval_samples", "eval_classifier",
+                       "eval_reference"})
 
 
 def resumed_config(stored: TrainConfig, flag_values: dict[str, Any], origin: str) -> TrainConfig:

@@ -78,6 +78,9 @@ def feature_network_for(config: TrainConfig, device: torch.device | str = "cpu")
                         f"train one with `dcgan classifier train --data {config.data}` and pass --eval-classifier")
     if config.eval_samples < MIN_SAMPLES:
         raise UserError(f"--eval-samples {config.eval_samples}: at least {MIN_SAMPLES} are needed")
+    reference = config.eval_reference
+    if reference and reference != "mnist" and not reference.startswith("torchvision:") and not Path(reference).exists():
+        raise UserError(f"--eval-reference {reference}: no such file or directory")
     return classifier
 
 
@@ -87,8 +90,9 @@ def evaluate_during_training(config: TrainConfig, run: RunDirectory, device: tor
         return None
     classifier = feature_network_for(config, device)
     info = classifier.info
-    data = reference_data(config.data, info, download=config.download)
-    reference = reference_features(classifier, data, description=f"{config.data} (test)")
+    source = config.eval_reference or config.data
+    data = reference_data(source, info, download=config.download)
+    reference = reference_features(classifier, data, description=f"{source} (test)")
     return TrainingEvaluator(classifier=classifier, reference=reference, every=config.eval_every,
                              num=config.eval_samples, seed=config.seed, run=run)
 
