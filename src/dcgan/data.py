@@ -509,14 +509,15 @@ def conform(images: torch.Tensor, channels: int, image_size: int) -> torch.Tenso
 
 
 def is_picture_source(spec: str) -> bool:
-    """Whether `--data` names the user's own pictures (a folder that is not of IDX files, or a .zip), not MNIST-like data."""
+    """Whether `--data` names the user's own pictures (a folder not of IDX files, or a .zip), not MNIST-like data."""
     if spec == "mnist" or spec.startswith("torchvision:"):
         return False
     path = Path(spec)
     if path.is_file():
         return path.suffix.lower() == ".zip"
     try:
-        return path.is_dir() and not any(p.name.startswith("train-images-idx3-ubyte") for p in path.iterdir())
+        idx_images = f"{IDX_PREFIX['train']}-images-idx3-ubyte"
+        return path.is_dir() and not any(p.name.startswith(idx_images) for p in path.iterdir())
     except OSError:
         return False
 

@@ -445,14 +445,18 @@ def train_classifier(train: ImageData, test: ImageData, settings: TrainSettings,
     _, channels, height, _ = train.images.shape
     model = DigitClassifier(channels=channels, image_size=height,
                             num_classes=max(len(train.classes), int(train.labels.max()) + 1)).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr,
-                                                   total_steps=settings.epochs * steps_per_epoch)
+    optimizer, schedule = _optimiser(list(model.parameters()), settings, len(train))
+
+    def loss_of(index: torch.Tensor) -> torch.Tensor:
+        x = to_input(train.images[index])
+        if settings.augment:
+            x = augment(x, generator)
+        return F.cross_entropy(model(x.to(device)), train.labels[index].to(device))
+
     loaded = LoadedClassifier(model, _info_of(model, train))
     for epoch in range(settings.epochs):
         model.train()
-        loss = _train_epoch(model, train, settings, generator, optimizer, schedule, device)
+        loss = _train_epoch(len(train), settings.batch_size, generator, optimizer, schedule, loss_of)
         model.eval()
         test_accuracy = accuracy(loaded, test)
         if report is not None:
@@ -460,18 +464,26 @@ def train_classifier(train: ImageData, test: ImageData, settings: TrainSettings,
     return model.eval(), test_accuracy
 
 
-def _train_epoch(model: DigitClassifier, train: ImageData, settings: TrainSettings, generator: torch.Generator,
-                 optimizer: torch.optim.Optimizer, schedule: Any, device: torch.device | str) -> float:
-    order = torch.randperm(len(train), generator=generator)
+def _optimiser(parameters: list[nn.Parameter], settings: TrainSettings | ContrastiveSettings,
+               images: int) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW and its one-cycle schedule over `settings.epochs` epochs of `images` images."""
+    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
+    steps_per_epoch = math.ceil(images / settings.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr,
+                                                   total_steps=settings.epochs * steps_per_epoch)
+    return optimizer, schedule
+
+
+def _train_epoch(images: int, batch_size: int, generator: torch.Generator, optimizer: torch.optim.Optimizer,
+                 schedule: Any, loss_of: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    """One epoch in a seeded order: `loss_of(indices)` of each batch, minimised; returns the mean loss."""
+    order = torch.randperm(images, generator=generator)
     total, batches = 0.0, 0
-    for start in range(0, len(train), settings.batch_size):
-        index = order[start:start + settings.batch_size]
-        if index.numel() < 2:  # batch norm cannot train on one sample
+    for start in range(0, images, batch_size):
+        index = order[start:start + batch_size]
+        if index.numel() < 2:  # batch norm cannot train on one image, nor NT-Xent without another
             continue
-        x = to_input(train.images[index])
-        if settings.augment:
-            x = augment(x, generator)
-        loss = F.cross_entropy(model(x.to(device)), train.labels[index].to(device))
+        loss = loss_of(index)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -494,32 +506,21 @@ def train_contrastive(train: ImageData, test: ImageData, settings: ContrastiveSe
     model = DigitClassifier(channels=channels, image_size=height, num_classes=0).to(device)
     projection = nn.Sequential(nn.Linear(model.feature_dim, model.feature_dim), nn.ReLU(),
                                nn.Linear(model.feature_dim, settings.projection_dim)).to(device)
-    optimizer = torch.optim.AdamW([*model.parameters(), *projection.parameters()], lr=settings.lr,
-                                  weight_decay=settings.weight_decay)
-    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr,
-                                                   total_steps=settings.epochs * steps_per_epoch)
+    optimizer, schedule = _optimiser([*model.parameters(), *projection.parameters()], settings, len(train))
+
+    def loss_of(index: torch.Tensor) -> torch.Tensor:
+        x = to_input(train.images[index])
+        views = torch.cat([contrastive_view(x, generator), contrastive_view(x, generator)]).to(device)
+        return nt_xent(*projection(model.features(views)).chunk(2), settings.temperature)
+
     loaded = LoadedClassifier(model, _info_of(model, train))
     for epoch in range(settings.epochs):
         model.train()
-        order = torch.randperm(len(train), generator=generator)
-        total, batches = 0.0, 0
-        for start in range(0, len(train), settings.batch_size):
-            index = order[start:start + settings.batch_size]
-            if index.numel() < 2:  # batch norm cannot train on one picture, nor NT-Xent without another
-                continue
-            x = to_input(train.images[index])
-            views = torch.cat([contrastive_view(x, generator), contrastive_view(x, generator)]).to(device)
-            loss = nt_xent(*projection(model.features(views)).chunk(2), settings.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total, batches = total + loss.item(), batches + 1
+        loss = _train_epoch(len(train), settings.batch_size, generator, optimizer, schedule, loss_of)
         model.eval()
         test_retrieval = top_1_retrieval(loaded, test, seed=settings.seed)
         if report is not None:
-            report(epoch + 1, total / max(batches, 1), test_retrieval)
+            report(epoch + 1, loss, test_retrieval)
     return model.eval(), test_retrieval
 
 
