@@ -467,15 +467,19 @@ TRAIN_ACCEPTS = {
     "--steps": ("zero", "big", "huge"), "--time-limit": ("fraction", "big", "huge"), "--log-every": ("big", "huge"),
     "--sample-every": ("zero", "big", "huge"), "--checkpoint-every": ("zero", "big", "huge"),
     "--keep-checkpoints": ("big", "huge"), "--eval-every": ("zero", "big", "huge"), "--eval-samples": (),
+    "--freeze-d": ("zero",),
 }
 EVALUATE_ACCEPTS = {"--num": ("big", "huge"), "--seed": ("zero", "big"), "--k": ("big", "huge"),
                     "--kid-subsets": (), "--kid-subset-size": ()}
 CLASSIFIER_ACCEPTS = {"--channels": ("zero",), "--image-size": (), "--epochs": (), "--batch-size": (),
                       "--lr": ("fraction", "big", "huge"), "--seed": ("zero", "big")}
-GENERATE_ACCEPTS = {"--num": (), "--seed": ("zero", "big")}
-INTERPOLATE_ACCEPTS = {"--frames": (), "--anchors": (), "--num": (), "--seed": ("zero", "big"), "--fps": ("fraction",)}
+GENERATE_ACCEPTS = {"--num": (), "--seed": ("zero", "big"), "--truncation": ("fraction",)}
+INTERPOLATE_ACCEPTS = {"--frames": (), "--anchors": (), "--num": (), "--seed": ("zero", "big"), "--fps": ("fraction",),
+                       "--truncation": ("fraction",)}
 NUMBER_COMMANDS = {"train": TRAIN_ACCEPTS, "evaluate": EVALUATE_ACCEPTS, "classifier train": CLASSIFIER_ACCEPTS,
-                   "generate": GENERATE_ACCEPTS, "interpolate": INTERPOLATE_ACCEPTS}
+                   "generate": GENERATE_ACCEPTS, "interpolate": INTERPOLATE_ACCEPTS,
+                   "project": {"--steps": (), "--seed": ("zero", "big")},
+                   "export": {"--truncation": ("fraction",)}, "demo": {"--truncation": ("fraction",)}}
 
 # Paths: `odd` is a missing path whose name has a line break, quotes, spaces and non-ASCII letters.
 PATHS = ("missing", "odd", "file", "full-folder", "empty-folder", "dev-zero", "fifo", "under-a-file")
@@ -485,6 +489,7 @@ PATH_ROWS = {  # (command, option): the kinds of path in its table; the others w
     ("train", "--data"): ("missing", "odd", "file", "empty-folder", "dev-zero", "fifo", "under-a-file"),
     ("train", "--out"): ("file", "full-folder", "dev-zero", "under-a-file"),
     ("train", "--eval-classifier"): ("missing", "odd", "empty-folder", "dev-zero", "fifo", "under-a-file"),
+    ("train", "--init-from"): PATHS,  # a folder of data is no run either
     ("evaluate", "--samples"): ("missing", "odd", "file", "empty-folder", "dev-zero", "fifo", "under-a-file"),
     ("evaluate", "--checkpoint"): ("missing", "odd", "file", "empty-folder", "dev-zero", "fifo", "under-a-file"),
     ("evaluate", "--reference"): ("missing", "odd", "file", "empty-folder", "dev-zero", "fifo", "under-a-file"),
@@ -504,6 +509,11 @@ PATH_ROWS = {  # (command, option): the kinds of path in its table; the others w
     ("export", "--checkpoint"): ("missing", "odd", "file", "empty-folder", "dev-zero", "fifo", "under-a-file"),
     ("export", "--out"): PATHS,  # none of them names a .onnx file
     ("demo", "--checkpoint"): ("missing", "odd", "file", "empty-folder", "dev-zero", "fifo", "under-a-file"),
+    ("project", "--checkpoint"): ("missing", "odd", "file", "empty-folder", "dev-zero", "fifo", "under-a-file"),
+    ("project", "--image"): PATHS,  # none of them is a picture file
+    ("project", "--out"): ("file", "full-folder", "dev-zero", "fifo", "under-a-file"),
+    ("interpolate", "--from-latent"): PATHS,  # none of them is a .npy file
+    ("interpolate", "--to-latent"): PATHS,
 }
 
 
@@ -518,6 +528,10 @@ def place(tmp_path_factory, mnist_subset, trained) -> Path:
     write_idx(root / "idx" / "t10k-images-idx3-ubyte", mnist_subset["test_images"])
     write_idx(root / "idx" / "t10k-labels-idx1-ubyte", mnist_subset["test_labels"])
     np.save(root / "samples.npy", mnist_subset["test_images"][:100])
+    from PIL import Image
+
+    Image.fromarray(mnist_subset["test_images"][0]).save(root / "digit.png")  # the picture `project` reads
+    np.save(root / "latent.npy", np.zeros(4, np.float32))  # a latent of model.pt (TINY: 4 numbers)
     (root / "file.txt").write_text("not what any option reads\n")
     (root / "empty").mkdir()
     os.mkfifo(root / "fifo")  # opening it to read would wait for a writer for ever
@@ -538,13 +552,20 @@ def command_line(command: str, option: str, value: object, place: Path, out: Pat
         ("evaluate", "--checkpoint"): ["--reference", place / "idx"],
         ("generate", "--checkpoint"): ["--out", out], ("interpolate", "--checkpoint"): ["--out", out.with_suffix(".gif")],
         ("export", "--checkpoint"): ["--out", out.with_suffix(".onnx")],
+        ("project", "--checkpoint"): ["--image", place / "digit.png", "--out", out],
+        ("interpolate", "--from-latent"): ["--checkpoint", place / "model.pt", "--out", out.with_suffix(".gif"),
+                                           "--to-latent", place / "latent.npy"],
+        ("interpolate", "--to-latent"): ["--checkpoint", place / "model.pt", "--out", out.with_suffix(".gif"),
+                                         "--from-latent", place / "latent.npy"],
     }.get((command, option))
     if context is None:
         context = {"train": tiny, "evaluate": ["--samples", place / "samples.npy", "--reference", place / "idx"],
                    "data export-png": ["--out", out], "classifier train": ["--data", place / "idx", "--out", out],
                    "classifier test": [], "generate": ["--checkpoint", place / "model.pt", "--out", out],
                    "interpolate": ["--checkpoint", place / "model.pt", "--out", out.with_suffix(".gif")],
-                   "export": ["--checkpoint", place / "model.pt"], "demo": []}[command]
+                   "export": ["--checkpoint", place / "model.pt"], "demo": [],
+                   "project": ["--checkpoint", place / "model.pt", "--image", place / "digit.png",
+                               "--out", out]}[command]
     return [*command.split(), *context, option, value]
 
 

@@ -73,7 +73,7 @@ def test_image_folder_is_decoded_once_then_read_from_the_cache(image_folder: Pat
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     first = load_data(str(image_folder))
     assert len(list(isolated_cache.rglob("*.npy"))) == 1
-    monkeypatch.setattr("dcgan.data._decode", lambda *a: pytest.fail("decoded again despite the cache"))
+    monkeypatch.setattr("dcgan.data.decode_picture", lambda *a: pytest.fail("decoded again despite the cache"))
     second = load_data(str(image_folder))
     assert torch.equal(first.images, second.images)
 
@@ -83,7 +83,7 @@ def test_image_folder_is_decoded_once_then_read_from_the_cache(image_folder: Pat
 def test_an_interrupted_decode_leaves_no_cache_and_no_partial_file(image_folder: Path, isolated_cache: Path,
                                                                    monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
     monkeypatch.setattr(data_module, "PARALLEL_DECODE_FROM", 50)  # decode this 100-image folder in a pool
-    real_decode, calls = data_module._decode, []
+    real_decode, calls = data_module.decode_picture, []
 
     def decode_then_stop(path, channels, size):
         calls.append(path)
@@ -91,11 +91,11 @@ def test_an_interrupted_decode_leaves_no_cache_and_no_partial_file(image_folder:
             raise KeyboardInterrupt  # the user presses Ctrl-C half-way
         return real_decode(path, channels, size)
 
-    monkeypatch.setattr(data_module, "_decode", decode_then_stop)
+    monkeypatch.setattr(data_module, "decode_picture", decode_then_stop)
     with pytest.raises(KeyboardInterrupt):
         data_module.load_image_folder(image_folder, 1, 28, workers=1)
     assert [p for p in isolated_cache.rglob("*") if p.is_file()] == []
-    monkeypatch.setattr(data_module, "_decode", real_decode)
+    monkeypatch.setattr(data_module, "decode_picture", real_decode)
     decoded = data_module.load_image_folder(image_folder, 1, 28, workers=workers)
     assert decoded.mapped and len(decoded) == 100 and len(list(isolated_cache.rglob("*.npy"))) == 1
     assert torch.equal(decoded.images, data_module.load_image_folder(image_folder, 1, 28, use_cache=False).images)

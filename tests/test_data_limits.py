@@ -157,7 +157,7 @@ def test_a_16_bit_grey_png_is_scaled_to_8_bits(tmp_path: Path) -> None:
     with Image.open(path) as image:
         assert image.mode == "I;16"
     expected = np.round(gradient / 257).astype(np.uint8)
-    np.testing.assert_array_equal(data_module._decode(path, 1, 8)[0], expected)
+    np.testing.assert_array_equal(data_module.decode_picture(path, 1, 8)[0], expected)
     assert data_module.folder_channels([(path, 0)]) == 1
     data = load_data(str(tmp_path), channels=0, image_size=8)
     assert data.images.shape == (1, 1, 8, 8)
@@ -170,14 +170,14 @@ def test_32_bit_integer_pixels_are_read_as_16_bit_samples(tmp_path: Path) -> Non
     Image.fromarray(np.array([[0, 257 * 100], [65535, 70000]], dtype=np.int32)).save(path)
     with Image.open(path) as image:
         assert image.mode == "I"
-    assert data_module._decode(path, 1, 2)[0].tolist() == [[0, 100], [255, 255]]
+    assert data_module.decode_picture(path, 1, 2)[0].tolist() == [[0, 100], [255, 255]]
 
 
 def test_float_pixels_are_refused_in_one_line(tmp_path: Path) -> None:
     path = tmp_path / "a" / "float.tif"
     path.parent.mkdir()
     Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(path)
-    for read in (lambda: data_module._decode(path, 1, 8), lambda: data_module.folder_channels([(path, 0)])):
+    for read in (lambda: data_module.decode_picture(path, 1, 8), lambda: data_module.folder_channels([(path, 0)])):
         with pytest.raises(UserError, match=f"cannot read image {path}: .*mode F"):
             read()
 
@@ -200,7 +200,7 @@ def png_claiming(path: Path, width: int, height: int) -> Path:
 def test_a_header_claiming_an_enormous_image_is_refused_naming_the_file_and_limit(tmp_path: Path) -> None:
     path = png_claiming(tmp_path / "bomb.png", 30000, 30000)
     filters = list(warnings.filters)
-    for read in (lambda: data_module._decode(path, 1, 8), lambda: data_module.folder_channels([(path, 0)])):
+    for read in (lambda: data_module.decode_picture(path, 1, 8), lambda: data_module.folder_channels([(path, 0)])):
         with pytest.raises(UserError, match=f"cannot read image {path}: .*{Image.MAX_IMAGE_PIXELS:,} pixels"):
             read()
     assert warnings.filters == filters
@@ -213,9 +213,9 @@ def test_an_image_over_the_pixel_limit_is_refused_where_pil_only_warns(tmp_path:
     path = tmp_path / "big.png"
     Image.new("L", (side, side)).save(path)
     with pytest.raises(UserError, match="more than 100 pixels"):
-        data_module._decode(path, 1, 8)
+        data_module.decode_picture(path, 1, 8)
     Image.new("L", (10, 10)).save(path)  # at the limit: read
-    assert data_module._decode(path, 1, 8).shape == (1, 8, 8)
+    assert data_module.decode_picture(path, 1, 8).shape == (1, 8, 8)
 
 
 def test_training_on_a_folder_with_a_bomb_ends_in_one_line(run_cli, tmp_path: Path) -> None:

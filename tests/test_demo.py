@@ -145,6 +145,33 @@ def test_the_walk_goes_from_the_grid_s_first_row_to_seed_b_s_and_back(runs: dict
         assert np.array_equal(frames[4][2:10, 2 + 10 * walk:10 + 10 * walk], middle[walk])
 
 
+def test_the_grid_and_the_walk_are_drawn_at_the_truncation_chosen(runs: dict[str, Path], tmp_path: Path) -> None:
+    g = dcgan.load(runs["plain"])
+    path = demo.grid_png(g, tmp_path, seed=3, num=9, truncation=0.5)
+    assert path.name == "dcgan-seed3-9-truncation0.5.png"
+    scale = round(demo.SHOWN_SIZE / 8)
+    picture = np.asarray(Image.open(path))[::scale, ::scale]
+    truncated = g.sample(9, seed=3, truncation=0.5)
+    assert np.array_equal(picture[2:10, 12:20], truncated[1])
+    assert not np.array_equal(truncated, g.sample(9, seed=3))
+    walk = demo.walk_gif(g, tmp_path, seed=3, to_seed=5, num=9, frames=2, truncation=0.5)
+    assert walk.name == "dcgan-walk-seed3-seed5-truncation0.5.gif"
+    with Image.open(walk) as gif:
+        first = np.asarray(gif.convert("L"))[::2, ::2]
+    for column in range(3):  # the walk starts at the first row of the truncated grid
+        assert np.array_equal(first[2:10, 2 + 10 * column:10 + 10 * column], truncated[column])
+
+
+@pytest.mark.usefixtures("gradio_env")
+@pytest.mark.slow
+def test_the_truncation_slider_starts_at_the_command_line_s_value(runs: dict[str, Path], tmp_path: Path) -> None:
+    gr = demo.import_gradio(tmp_path / "cache")
+    for start, lowest in ((1.0, demo.TRUNCATION_STEP), (0.7, demo.TRUNCATION_STEP), (0.005, 0.005)):
+        page = demo.build_page(gr, dcgan.load(runs["plain"]), tmp_path, name="plain", truncation=start)
+        slider = next(block for block in page.blocks.values() if getattr(block, "elem_id", None) == "truncation")
+        assert (slider.value, slider.minimum, slider.maximum) == (start, lowest, 1.0)
+
+
 @pytest.mark.parametrize(("value", "message"), [
     (1e9, "Images: must be a whole number from 1 to 100, got 1000000000.0"),
     (2.5, "Images: must be a whole number from 1 to 100, got 2.5"),
@@ -258,12 +285,24 @@ def test_the_page_generates_downloads_and_interpolates_without_the_internet(serv
             assert np.array_equal(np.asarray(Image.open(io.BytesIO(sevens))), np.asarray(expected))
             assert sevens_src.endswith("/dcgan-seed4-20-class7.png")
 
+            page.locator("#truncation input[type=number]").fill("0.5")
+            page.locator("#truncation input[type=number]").blur()
+            page.locator("#generate").click()
+            truncated_src, truncated = shown("#grid", previous=sevens_src)
+            expected = Image.open(demo.grid_png(g, tmp_path, seed=4, num=20, label=7, truncation=0.5))
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(truncated))), np.asarray(expected))
+            assert truncated_src.endswith("/dcgan-seed4-20-class7-truncation0.5.png")
+
             page.locator("#frames input[type=number]").fill("3")
             page.locator("#frames input[type=number]").blur()
             page.locator("#interpolate").click()
             _, walk = shown("#walk")
             with Image.open(io.BytesIO(walk)) as gif:
                 assert gif.format == "GIF" and gif.n_frames == 6  # 3 frames to seed B, 3 back
+                first = np.asarray(gif.convert("L"))
+            with Image.open(demo.walk_gif(g, tmp_path, seed=4, to_seed=1, num=20, frames=3, label=7,
+                                          truncation=0.5)) as gif:
+                assert np.array_equal(first, np.asarray(gif.convert("L")))  # the walk at the slider's truncation
         finally:
             browser.close()
     assert outside == [], f"the page asked for something other than its server: {outside}"

@@ -149,10 +149,10 @@ def test_a_zip_is_decoded_once_then_read_from_the_cache_until_it_changes(tmp_pat
     folder = flat_folder(tmp_path / "pictures")
     archive = zip_of(folder, tmp_path / "pictures.zip")
     first = load_data(str(archive), channels=3, image_size=8)
-    real_decode = data_module._decode
-    monkeypatch.setattr(data_module, "_decode", lambda *a: pytest.fail("decoded again despite the cache"))
+    real_decode = data_module.decode_picture
+    monkeypatch.setattr(data_module, "decode_picture", lambda *a: pytest.fail("decoded again despite the cache"))
     assert torch.equal(load_data(str(archive), channels=3, image_size=8).images, first.images)
-    monkeypatch.setattr(data_module, "_decode", real_decode)
+    monkeypatch.setattr(data_module, "decode_picture", real_decode)
     (folder / "f.png").unlink()
     zip_of(folder, archive)
     assert len(load_data(str(archive), channels=3, image_size=8)) == 5

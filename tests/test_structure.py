@@ -21,7 +21,7 @@ LAYERS = (
     ("data",),
     ("networks", "checkpoint"),
     ("training",),
-    ("sampling", "evaluation", "api", "interpolation", "export", "demo"),
+    ("sampling", "evaluation", "api", "interpolation", "export", "demo", "projection"),
     ("cli", "__main__", "__init__"),
 )
 

@@ -3,7 +3,9 @@
     import dcgan
     g = dcgan.load("runs/x")             # a run directory or a checkpoint file
     images = g.sample(16, seed=0)        # uint8 numpy: N x H x W (greyscale) or N x H x W x C
+    typical = g.sample(16, truncation=0.7)  # noise nearer the latent's centre: less variety, more fidelity
     x = g(torch.randn(4, g.latent_dim))  # float tensor in [-1, 1], N x C x H x W
+    p = g.project("digit.png")           # the latent whose image is closest to a picture: p.latent, p.distance
 
 Every argument is checked, and a bad one raises `dcgan.UserError` with a one-line message naming
 it, worded as the command line words it:
@@ -13,9 +15,13 @@ it, worded as the command line words it:
   `cuda`, `cuda:N` or `mps` (or a torch.device) that this machine has;
 - `sample`: `num` a positive integer whose images fit in memory (half of what is available);
   `seed` an integer from 0 to 2**64 - 1 (what torch.Generator takes); `labels` only for a
-  class-conditional model, one class or one per image, integers within its classes;
+  class-conditional model, one class or one per image, integers within its classes; `truncation`
+  a number greater than 0 and at most 1 (1, the default: none);
 - calling it: `z` a finite (no NaN or inf) float tensor or array of shape (N, latent_dim), N >= 1,
-  and `labels` as for `sample`.
+  and `labels` as for `sample`;
+- `project`: `image` a picture file (str or os.PathLike) or a uint8 array (H, W) or (H, W, C) with
+  C 1, 3 or 4; `label` None or one class of a class-conditional model; `steps` an integer from 1
+  to 100,000; `seed` as for `sample`.
 """
 
 from __future__ import annotations
@@ -32,7 +38,11 @@ from .device import select_device
 from .errors import UserError
 from .limits import require_fits
 from .networks import channels_of
-from .sampling import check_seed, generate, is_integer, load_generator, require_images_fit, user_labels
+from .config import PROJECTION_STEPS
+from .projection import (Projection, check_steps, classes_to_try, perceptual_network, picture_from_array, project,
+                         read_picture)
+from .sampling import (check_seed, check_truncation, generate, is_integer, load_generator, require_images_fit,
+                       truncated, user_labels)
 
 DEVICE_NAMES = "None, auto, cpu, cuda, cuda:N or mps"
 
@@ -40,8 +50,10 @@ DEVICE_NAMES = "None, auto, cpu, cuda, cuda:N or mps"
 class TrainedGenerator:
     """A checkpoint's sampling generator (its moving average when it has one), in inference mode."""
 
-    def __init__(self, generator: torch.nn.Module, *, image_size: int, channels: int, device: torch.device) -> None:
+    def __init__(self, generator: torch.nn.Module, *, image_size: int, channels: int, device: torch.device,
+                 checkpoint: str | os.PathLike | None = None) -> None:
         self.generator = generator
+        self.checkpoint = checkpoint  # where it was loaded from: `project` measures distances with its D
         self.device = device
         self.latent_dim: int = generator.latent_dim
         self.num_classes: int | None = generator.label_classes
@@ -58,20 +70,44 @@ class TrainedGenerator:
             chosen = self.generator.sample_labels(z.shape[0], seed=0)  # clusters by their sizes; None otherwise
         return self.generator(z.to(self.device), None if chosen is None else chosen.to(self.device))
 
-    def sample(self, num: int, *, seed: int = 0, labels: int | Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+    def sample(self, num: int, *, seed: int = 0, labels: int | Sequence[int] | np.ndarray | None = None,
+               truncation: float = 1.0) -> np.ndarray:
         """`num` images as uint8 numpy, N x H x W (greyscale) or N x H x W x C, from noise seeded by `seed`.
 
         A conditional model draws `labels` (one class for all, or one per image), every class
-        in turn when none are given.
+        in turn when none are given. `truncation` psi (0 < psi <= 1) draws the noise closer to the
+        latent's centre, z = psi * z with z ~ N(0, I): more faithful, less varied images. These
+        generators have no mapping network, so it is the noise itself that is scaled; at 1 (the
+        default) the samples are those without truncation, and the same seed scales the same noise.
         """
         if not is_integer(num) or num < 1:
             raise UserError(f"num: must be a positive integer, got {num!r}")
         seed = check_seed(seed, option="seed")
+        truncation = check_truncation(truncation, option="truncation")
         require_images_fit(f"num {num:,}", num, latent_dim=self.latent_dim, image_size=self.image_size,
                            channels=self.channels)
-        images = generate(self.generator, int(num), seed=seed, device=self.device,
+        images = generate(truncated(self.generator, truncation), int(num), seed=seed, device=self.device,
                           labels=user_labels(self.generator, labels, int(num)))
         return images[..., 0] if self.channels == 1 else images
+
+    def project(self, image: str | os.PathLike | np.ndarray, *, label: int | None = None,
+                steps: int = PROJECTION_STEPS, seed: int = 0) -> Projection:
+        """The latent (and class) whose image is closest to `image`, as `dcgan project` finds it: a picture
+        file or a uint8 array (H x W or H x W x C), read as training pictures are.
+
+        A class-conditional model tries every class unless `label` names one; the random starts
+        are drawn from `seed`.
+        """
+        steps = check_steps(steps, option="steps")
+        seed = check_seed(seed, option="seed")
+        if label is not None and not is_integer(label):
+            raise UserError(f"label: must be one integer class, got {label!r}")
+        classes = classes_to_try(self.generator, label, option="label", source=self.checkpoint or "this generator")
+        read = read_picture if isinstance(image, (str, os.PathLike)) else picture_from_array
+        picture = read(image, channels=self.channels, image_size=self.image_size, option="image")
+        network = None if self.checkpoint is None else perceptual_network(self.checkpoint, self.device)
+        return project(self.generator, picture, classes=classes, steps=steps, seed=seed, network=network,
+                       device=self.device)
 
     def _noise(self, z: Any) -> torch.Tensor:
         """`z` as a float32 tensor (N, latent_dim), N >= 1, of finite values; a UserError otherwise."""
@@ -93,7 +129,8 @@ def load(path: str | Path, *, device: str | torch.device | None = None) -> Train
         raise UserError(f"path: must be a run directory or a checkpoint file (str or Path), got {path!r}")
     chosen = _device(device)
     generator, config = load_generator(path, chosen)
-    return TrainedGenerator(generator, image_size=config.image_size, channels=channels_of(config), device=chosen)
+    return TrainedGenerator(generator, image_size=config.image_size, channels=channels_of(config), device=chosen,
+                            checkpoint=path)
 
 
 def _device(device: Any) -> torch.device:

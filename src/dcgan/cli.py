@@ -3,6 +3,7 @@
     dcgan train                train a GAN; every run writes a run directory
     dcgan generate             draw samples from a checkpoint: PNG files, one grid or a .npy array
     dcgan interpolate          a looping walk through latent space, as a GIF or a PNG grid
+    dcgan project              the latent (and class) whose image is closest to a real picture
     dcgan export               the generator as ONNX or TorchScript
     dcgan demo                 a local web page of a checkpoint's samples and walks
     dcgan evaluate             FID, KID, precision/recall and class statistics of samples
@@ -71,6 +72,18 @@ def _unit_interval(text: str) -> float:
     return value
 
 
+def _truncation(text: str) -> float:
+    value = _number(text, float)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number greater than 0 and at most 1 (1: no truncation), "
+                                         f"got {text!r}")
+    return value
+
+
+TRUNCATION_HELP = ("draw the noise closer to the latent's centre, z = PSI * z: less variety, more fidelity; "
+                   "0 < PSI <= 1 (default 1: none)")
+
+
 def _number(text: str, kind: type) -> Any:
     try:
         return kind(text)
@@ -84,6 +97,9 @@ def _add_train(sub: Any) -> None:
     s = argparse.SUPPRESS  # only flags the user gives override the config file and preset
     p.add_argument("--config", metavar="FILE", help="TOML file of settings (flags override it)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.pt")
+    p.add_argument("--init-from", metavar="RUN_OR_CHECKPOINT", default=s,
+                   help="start a new run from another run's G and D weights (and its moving average when both "
+                        "keep one), with fresh optimisers and step count; the networks must match")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<timestamp>); never overwritten")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("recipe")
@@ -146,6 +162,9 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--clusters", type=_non_negative_int, default=s, metavar="K",
                    help="train on K k-means clusters of the images as pseudo-classes (no labels needed); "
                         "samples draw clusters by their sizes; 0: off")
+    g.add_argument("--freeze-d", type=_non_negative_int, default=s, metavar="K",
+                   help="keep D's first K blocks (a convolution with its norm and activation) as they start, "
+                        "e.g. from --init-from; 0: off")
     g.add_argument("--seed", type=_non_negative_int, default=s)
     g = p.add_argument_group("length")
     g.add_argument("--epochs", type=_non_negative_int, default=s)
@@ -170,6 +189,9 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--sample-every", type=_non_negative_int, default=s, metavar="STEPS")
     g.add_argument("--checkpoint-every", type=_non_negative_int, default=s, metavar="STEPS")
     g.add_argument("--keep-checkpoints", type=_positive_int, default=s, metavar="K")
+    g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=s,
+                   help="also write metrics.csv's rows and the sample grids as TensorBoard events in "
+                        "RUN/tensorboard/ (pip install 'dcgan[tensorboard]')")
     g = p.add_argument_group("evaluation during training")
     g.add_argument("--eval-every", type=_non_negative_int, default=s, metavar="STEPS",
                    help="score the generator (FID, KID, ...) every STEPS steps: metrics.csv, fid.png, "
@@ -197,6 +219,7 @@ def _add_generate(sub: Any) -> None:
     classes.add_argument("--labels", metavar="CLASSES", help="conditional model: these classes, e.g. 0-9 or 1,3,5 "
                                                              "(default: all)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="noise seed, 0 to 2**64 - 1 (default 0)")
+    p.add_argument("--truncation", type=_truncation, default=1.0, metavar="PSI", help=TRUNCATION_HELP)
     p.add_argument("--grid", action="store_true", help="write one PNG grid instead of separate files")
     p.add_argument("--format", choices=("png", "npy"), default="png")
     p.add_argument("--device", choices=DEVICES, default="auto")
@@ -215,14 +238,45 @@ def _add_interpolate(sub: Any) -> None:
     p.add_argument("--anchors", type=_positive_int, default=4, help="random points the walk passes (default 4)")
     p.add_argument("--num", type=_positive_int, default=4, help="walks side by side (default 4)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="noise seed, 0 to 2**64 - 1 (default 0)")
+    p.add_argument("--truncation", type=_truncation, default=1.0, metavar="PSI",
+                   help=TRUNCATION_HELP + "; the whole walk is scaled")
     p.add_argument("--fps", type=_positive_float, default=12.0,
                    help="GIF frames per second, 0.00153 to 100 (a frame shows 0.01 s to 655.35 s; default 12)")
     classes = p.add_mutually_exclusive_group()
     classes.add_argument("--label", metavar="CLASS", help="conditional model: walk within this one class")
     classes.add_argument("--labels", metavar="CLASSES",
                          help="conditional model: morph from class to class (e.g. 0-9) at fixed noise")
+    p.add_argument("--from-latent", metavar="A.npy",
+                   help="one walk from this latent (as `dcgan project` writes it, with the label.txt beside it for "
+                        "a labelled model, whose classes it takes) to --to-latent's and back, --frames each way; "
+                        "--anchors, --num and --seed, of random walks, do not apply")
+    p.add_argument("--to-latent", metavar="B.npy", help="the latent where the walk from --from-latent turns back")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.set_defaults(handler=cmd_interpolate)
+
+
+def _add_project(sub: Any) -> None:
+    from .config import MAX_PROJECTION_STEPS, PROJECTION_STEPS
+
+    p = sub.add_parser("project", help="the latent (and class) whose image is closest to a real picture",
+                       description="Project a real picture into a trained generator's latent space: gradient "
+                                   "descent on the noise from several random starts (of every class of a labelled "
+                                   "model, unless --label names one) towards the picture's pixels and features, "
+                                   "the picture read as training pictures are. Writes latent.npy (and label.txt "
+                                   "for a labelled model), reconstruction.png, side_by_side.png, progress.gif and "
+                                   "projection.json into --out.")
+    p.add_argument("--checkpoint", required=True, metavar="CK", help="a checkpoint file or a run directory")
+    p.add_argument("--image", required=True, metavar="PIC",
+                   help="the picture (PNG, JPEG, ...): resized, centre-cropped and converted to the model's channels")
+    p.add_argument("--label", metavar="CLASS",
+                   help="class-conditional model: project within this class (default: try every class, keep the best)")
+    p.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder (never overwritten)")
+    p.add_argument("--steps", type=_int_from(1, MAX_PROJECTION_STEPS), default=PROJECTION_STEPS,
+                   help=f"optimisation steps, 1 to {MAX_PROJECTION_STEPS:,} (default {PROJECTION_STEPS})")
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the random starts, 0 to 2**64 - 1 (default 0)")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.set_defaults(handler=cmd_project)
 
 
 def _add_export(sub: Any) -> None:
@@ -234,6 +288,9 @@ def _add_export(sub: Any) -> None:
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     p.add_argument("--out", required=True, metavar="FILE",
                    help="e.g. generator.onnx or generator.pt (never overwritten)")
+    p.add_argument("--truncation", type=_truncation, default=1.0, metavar="PSI",
+                   help="the file scales its input z by PSI itself (and says so in its metadata, `truncation`): "
+                        "fed z ~ N(0, I), it draws as generate --truncation PSI; 0 < PSI <= 1 (default 1: none)")
     p.set_defaults(handler=cmd_export)
 
 
@@ -253,6 +310,8 @@ def _add_demo(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every network)")
     p.add_argument("--port", type=_port, default=7860, help="default 7860")
+    p.add_argument("--truncation", type=_truncation, default=1.0, metavar="PSI",
+                   help="the page's truncation slider at the start: " + TRUNCATION_HELP)
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.set_defaults(handler=cmd_demo)
 
@@ -353,6 +412,7 @@ def build_parser() -> Parser:
     _add_train(sub)
     _add_generate(sub)
     _add_interpolate(sub)
+    _add_project(sub)
     _add_export(sub)
     _add_demo(sub)
     _add_data(sub)
@@ -399,7 +459,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = RunDirectory(root, job=world.run_id)
         if world.distributed and world.is_main:
             print(distributed.describe(world), file=sys.stderr)
-        result = train(prepared.config, run, resume=prepared.resume, progress=not args.quiet,
+        result = train(prepared.config, run, resume=prepared.resume, init_weights=prepared.init_weights,
+                       progress=not args.quiet,
                        evaluator=evaluate_during_training, world=world)
         finished = True
     except KeyboardInterrupt as exc:  # a second signal: leave now; every file on disk is whole
@@ -430,7 +491,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .device import select_device
     from .networks import channels_of
     from .sampling import (check_seed, generate, labels_path, labels_per_class, load_generator, parse_labels,
-                           require_images_fit, require_label_classes, write_images)
+                           require_images_fit, require_label_classes, truncated, write_images)
 
     out = Path(args.out)
     if args.grid:
@@ -457,8 +518,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                        args.num * per_class, latent_dim=generator.latent_dim, image_size=config.image_size,
                        channels=channels_of(config))
     labels = None if classes is None else labels_per_class(classes, args.num)
-    images = generate(generator, args.num if labels is None else len(labels), seed=seed, device=device,
-                      labels=labels)
+    images = generate(truncated(generator, args.truncation), args.num if labels is None else len(labels), seed=seed,
+                      device=device, labels=labels)
     with writing(out, option="--out"):
         write_images(images, out, fmt=args.format, grid=args.grid, labels=None if labels is None else labels.numpy())
     print(f"wrote {len(images)} samples to {out}")
@@ -470,7 +531,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from .interpolation import (check_fps, morph_between_classes, require_walk_fits, save_walk,
                                 walk_through_anchors)
     from .networks import channels_of
-    from .sampling import check_seed, load_generator, parse_labels, require_label_classes
+    from .sampling import check_seed, load_generator, parse_labels, require_label_classes, truncated
 
     out = Path(args.out)
     _require_new_file(out, (".gif", ".png"), "name a .gif (an animation) or a .png (a grid, a walk per row)")
@@ -480,6 +541,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     seed = check_seed(args.seed, option="--seed")
     device = select_device(args.device)
     generator, config = load_generator(args.checkpoint, device)
+    if args.from_latent is not None or args.to_latent is not None:
+        return _interpolate_latents(args, generator, config, device, out)
     spec, flag = (args.label, "--label") if args.label is not None else (args.labels, "--labels")
     classes = []
     if spec is not None:
@@ -492,6 +555,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     frames = (len(classes) if args.labels is not None else args.anchors) * args.frames
     require_walk_fits(f"--frames {args.frames:,} x {stops} x --num {args.num:,}", frames, args.num, out=out,
                       latent_dim=generator.latent_dim, image_size=config.image_size, channels=channels_of(config))
+    generator = truncated(generator, args.truncation)
     if args.labels is not None:  # class to class at fixed noise
         pictures = morph_between_classes(generator, classes, walks=args.num, frames_per_segment=args.frames,
                                          seed=seed, device=device)
@@ -505,6 +569,71 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interpolate_latents(args: argparse.Namespace, generator: Any, config: TrainConfig, device: Any,
+                         out: Path) -> int:
+    """`dcgan interpolate --from-latent A.npy --to-latent B.npy`: one walk from A to B and back."""
+    from .interpolation import require_walk_fits, save_walk, walk_between_latents
+    from .networks import channels_of
+    from .projection import read_latent, read_latent_label
+
+    if args.from_latent is None or args.to_latent is None:
+        given = "--from-latent" if args.from_latent is not None else "--to-latent"
+        raise UserError(f"{given}: a walk between latents needs both --from-latent and --to-latent")
+    if args.label is not None or args.labels is not None:
+        raise UserError(f"{'--label' if args.label is not None else '--labels'}: a walk between latents takes each "
+                        f"one's class from the label.txt beside it")
+    if args.truncation != 1:  # a projected latent is drawn as it is: scaled, it is no longer that picture
+        raise UserError("--truncation: a walk between latents draws them as they are; leave out --truncation")
+    (start, start_label), (end, end_label) = [
+        (read_latent(path, generator.latent_dim, option=flag), read_latent_label(path, generator, option=flag))
+        for flag, path in (("--from-latent", args.from_latent), ("--to-latent", args.to_latent))]
+    require_walk_fits(f"--frames {args.frames:,} x 2", 2 * args.frames, 1, out=out, latent_dim=generator.latent_dim,
+                      image_size=config.image_size, channels=channels_of(config))
+    pictures = walk_between_latents(generator, start, end, frames_per_segment=args.frames, device=device,
+                                    labels=None if start_label is None else (start_label, end_label))
+    with writing(out, option="--out"):
+        save_walk(pictures, out, fps=args.fps)
+    print(f"wrote {len(pictures)} frames of the walk from {args.from_latent} to {args.to_latent} and back to {out}")
+    return 0
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    from .device import select_device
+    from .networks import channels_of
+    from .projection import classes_to_try, perceptual_network, project, read_picture, record_of, save_projection
+    from .sampling import check_seed, load_generator, parse_labels, require_label_classes
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out}: already exists and is not an empty folder; choose another path")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: folder {out.parent} does not exist")
+    seed = check_seed(args.seed, option="--seed")
+    device = select_device(args.device)
+    generator, config = load_generator(args.checkpoint, device)
+    label = None
+    if args.label is not None:
+        named = parse_labels(args.label, require_label_classes(generator, option="--label", source=args.checkpoint),
+                             flag="--label")
+        if len(named) > 1:
+            raise UserError(f"--label {args.label}: name one class")
+        label = named[0]
+    classes = classes_to_try(generator, label, option="--label", source=args.checkpoint)
+    picture = read_picture(args.image, channels=channels_of(config), image_size=config.image_size, option="--image")
+    network = perceptual_network(args.checkpoint, device)
+    frames: list[Any] = []
+    projection = project(generator, picture, classes=classes, steps=args.steps, seed=seed, network=network,
+                         device=device, progress=True, on_frame=frames.append)
+    record = record_of(projection, checkpoint=args.checkpoint, image=args.image, steps=args.steps, seed=seed,
+                       network=network)
+    with writing(out, option="--out"):
+        save_projection(out, projection, picture, frames, record)
+    found = "" if projection.label is None else f", class {projection.label}"
+    print(f"wrote the projection to {out}: distance {projection.distance:.4f} (pixels {projection.pixel_error:.4f}, "
+          f"features {projection.perceptual_error:.4f}){found}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import SUFFIXES, export
 
@@ -513,7 +642,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     _require_new_file(out, suffixes, f"--format {args.format} writes a {suffixes[0]} file: name one ending in "
                                      f"{' or '.join(suffixes)}")
     with writing(out, option="--out"):
-        info = export(args.checkpoint, args.format, out)
+        info = export(args.checkpoint, args.format, out, truncation=args.truncation)
     print(f"wrote {args.format} generator to {out}: inputs {info['inputs']}, latent_dim {info['latent_dim']}, "
           f"images {info['channels']}x{info['image_size']}x{info['image_size']}")
     return 0
@@ -522,7 +651,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import serve
 
-    serve(args.checkpoint, host=args.host, port=args.port, device=args.device)
+    serve(args.checkpoint, host=args.host, port=args.port, device=args.device, truncation=args.truncation)
     return 0
 
 

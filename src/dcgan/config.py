@@ -22,11 +22,13 @@ LOSSES = ("bce", "hinge", "lsgan")  # training.losses
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 LR_SCALINGS = ("none", "sqrt", "linear")
+# `dcgan project`: the optimisation's steps by default, and at most (far past where the distance stops falling)
+PROJECTION_STEPS, MAX_PROJECTION_STEPS = 300, 100_000
 
 POSITIVE = ("image_size", "latent_dim", "batch_size", "log_every", "keep_checkpoints", "grid_size", "eval_samples",
             "d_steps", "g_width", "d_width", "ada_speed")
 NON_NEGATIVE = ("epochs", "steps", "sample_every", "checkpoint_every", "time_limit", "seed", "eval_every",
-                "num_classes", "clusters", "mode_seeking", "r1", "lecam")
+                "num_classes", "clusters", "mode_seeking", "r1", "lecam", "freeze_d")
 # Far beyond any useful run, yet low enough that a mistyped or hostile value (in a config file or a
 # checkpoint's stored config) is refused before the networks or buffers it sizes are allocated.
 UPPER_BOUNDS = {
@@ -45,6 +47,14 @@ UPPER_BOUNDS = {
 # weights grow with the size's square; the dcgan architecture's largest size is its limit too.
 TUTORIAL_MAX_SIZE = max(DCGAN_SIZES)
 TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+
+
+def discriminator_block_count(arch: str, image_size: int) -> int:
+    """The blocks of an architecture's D (a convolution with its norm and activation): the most `--freeze-d` takes.
+
+    The tutorial's D has two; the dcgan D has one per halving of the image down to 4x4 maps.
+    """
+    return 2 if arch == "tutorial" else int(math.log2(image_size)) - 2
 
 
 def toml_value(value: Any) -> str:
@@ -144,6 +154,9 @@ class TrainConfig:
     conditional: bool = False  # class-conditional G and projection D
     num_classes: int = 0  # set from the data when `conditional` (stored so checkpoints rebuild the model)
     clusters: int = 0  # > 0: train on this many k-means clusters of the images as pseudo-classes (no labels used)
+    # the start: another run's weights (with fresh optimisers and position), and D's blocks kept as they start
+    init_from: str = ""  # "": random weights; else the run directory or checkpoint whose G, D (and average) it takes
+    freeze_d: int = 0  # D's first K blocks (a convolution with its norm and activation) are not trained
     # length: `steps` wins when set; `time_limit` (minutes) stops earlier, with a checkpoint; with both
     # `epochs` and `steps` 0, a run lasts until its `time_limit`
     epochs: int = 1
@@ -163,6 +176,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 1
     grid_size: int = 64
+    tensorboard: bool = False  # also write metrics.csv's rows and the sample grids as TensorBoard events
     # evaluation during training (`--eval-every`): FID etc. in metrics.csv, fid.png, checkpoints/best.pt
     eval_every: int = 0
     eval_samples: int = 2000
@@ -232,6 +246,10 @@ class TrainConfig:
                               ("arch", ARCHITECTURES), ("preset", PRESETS)):
             if getattr(self, name) not in choices:
                 self._refuse(f"must be one of {', '.join(choices)}", name)
+        blocks = discriminator_block_count(self.arch, self.image_size)
+        if self.freeze_d > blocks:
+            self._refuse(f"must be at most {blocks} (the blocks of the {self.arch} discriminator at "
+                         f"{self.image_size}x{self.image_size} pixels)", "freeze_d")
 
     def _refuse(self, problem: str, *names: str) -> NoReturn:
         raise InvalidSetting(problem, names, vars(self))
@@ -357,8 +375,8 @@ def until_time_limit(chosen: set[str] | dict[str, Any]) -> bool:
 
 # Options that may change when a run is resumed; the others are the run's recipe, fixed by its checkpoint.
 RESUMABLE = frozenset({"steps", "epochs", "time_limit", "device", "sync_bn", "log_every", "sample_every",
-                       "checkpoint_every", "keep_checkpoints", "eval_every", "eval_samples", "eval_classifier",
-                       "eval_reference"})
+                       "checkpoint_every", "keep_checkpoints", "tensorboard", "eval_every", "eval_samples",
+                       "eval_classifier", "eval_reference"})
 
 
 def resumed_config(stored: TrainConfig, flag_values: dict[str, Any], origin: str) -> TrainConfig:

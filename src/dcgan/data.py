@@ -294,7 +294,7 @@ def _zip_key(path: Path, pictures: list[tuple[ArchivePicture, int]], channels: i
     return digest.hexdigest()[:32]
 
 
-def _decode(path: Path | IO[bytes], channels: int, size: int) -> np.ndarray:
+def decode_picture(path: Path | IO[bytes], channels: int, size: int) -> np.ndarray:
     """One image (a file, or a zip member's bytes) as uint8 (C, size, size): 16-bit grey scaled to 8 bits, laid on
     white if transparent, converted, its shorter side resized to `size`, centre-cropped."""
     with _open_image(path) as image:
@@ -347,7 +347,7 @@ def _opaque(image: Image.Image) -> Image.Image:
 
 def _decode_task(task: tuple[Picture, int, int]) -> np.ndarray:
     picture, channels, size = task
-    return _decode(_picture_file(picture), channels, size)
+    return decode_picture(_picture_file(picture), channels, size)
 
 
 def folder_channels(files: list[tuple[Picture, int]], *, probes: int = 64) -> int:

@@ -1,9 +1,9 @@
 """`dcgan demo`: a page in the browser for a trained generator (Gradio, the `demo` extra).
 
-Samples of a seed (of one class, for a conditional model) as a grid to look at and download, and
-a looping walk from that seed's noise to another seed's and back. The page is served on this
-machine only by default and asks nothing of the internet: no telemetry, no update check, no
-fonts or scripts from elsewhere.
+Samples of a seed (of one class, for a conditional model, and at a truncation: noise drawn closer
+to the latent's centre) as a grid to look at and download, and a looping walk from that seed's
+noise to another seed's and back. The page is served on this machine only by default and asks
+nothing of the internet: no telemetry, no update check, no fonts or scripts from elsewhere.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .api import TrainedGenerator, load
 from .errors import UserError
 from .images import grid_image
 from .interpolation import save_walk, walk_between_seeds
+from .sampling import check_truncation, truncated
 
 MISSING_EXTRA = "dcgan demo needs the demo extra: pip install 'dcgan[demo]'"
 ANY = "any"  # the class picker's choice for every class in turn
@@ -34,6 +35,7 @@ MIN_FRAMES, MAX_FRAMES = 2, 48  # frames each way of a walk
 MAX_SEED = 2**53 - 1  # the largest whole number a browser's number field holds exactly
 SHOWN_SIZE = 96  # pixels: small images are enlarged (nearest neighbour) to about this size on the page
 FPS = 12.0
+TRUNCATION_STEP = 0.01  # the truncation slider's step, and its lowest value unless --truncation names a lower one
 FONTS = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Helvetica", "Arial", "sans-serif"]
 FONTS_MONO = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Liberation Mono", "monospace"]
 CSS = "#grid img, #walk img { image-rendering: pixelated; }"
@@ -79,27 +81,35 @@ def columns_for(trained: TrainedGenerator, num: int, label: int | None) -> int:
     return math.ceil(math.sqrt(num))
 
 
-def grid_png(trained: TrainedGenerator, folder: Path, *, seed: int, num: int, label: int | None = None) -> Path:
-    """`num` samples of `seed` (of class `label`, or every class in turn) as an enlarged PNG grid in `folder`."""
-    images = trained.sample(num, seed=seed, labels=label)
+def file_name(stem: str, label: int | None, truncation: float, suffix: str) -> str:
+    """A download's name: `stem`, then the class and the truncation where they were chosen."""
+    chosen = ("" if label is None else f"-class{label}") + ("" if truncation == 1 else f"-truncation{truncation:g}")
+    return stem + chosen + suffix
+
+
+def grid_png(trained: TrainedGenerator, folder: Path, *, seed: int, num: int, label: int | None = None,
+             truncation: float = 1.0) -> Path:
+    """`num` samples of `seed` (of class `label`, or every class in turn, at `truncation`) as an enlarged PNG
+    grid in `folder`."""
+    images = trained.sample(num, seed=seed, labels=label, truncation=truncation)
     if images.ndim == 3:
         images = images[..., None]
     picture = grid_image(images, columns=columns_for(trained, num, label))
     scale = max(1, round(SHOWN_SIZE / trained.image_size))
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
-    out = _new_file(folder, f"dcgan-seed{seed}-{num}{'' if label is None else f'-class{label}'}.png")
+    out = _new_file(folder, file_name(f"dcgan-seed{seed}-{num}", label, truncation, ".png"))
     picture.save(out)
     return out
 
 
 def walk_gif(trained: TrainedGenerator, folder: Path, *, seed: int, to_seed: int, num: int, frames: int,
-             label: int | None = None) -> Path:
+             label: int | None = None, truncation: float = 1.0) -> Path:
     """A looping GIF: the first row of `grid_png`'s grid for `seed` walks to that of `to_seed` and back, in
-    `frames` steps each way (spherical interpolation of the noise, labels fixed)."""
-    pictures = walk_between_seeds(trained.generator, seed=seed, to_seed=to_seed, num=num,
+    `frames` steps each way (spherical interpolation of the noise, labels and truncation fixed)."""
+    pictures = walk_between_seeds(truncated(trained.generator, truncation), seed=seed, to_seed=to_seed, num=num,
                                   walks=columns_for(trained, num, label), frames_per_segment=frames,
                                   device=trained.device, label=label)
-    out = _new_file(folder, f"dcgan-walk-seed{seed}-seed{to_seed}{'' if label is None else f'-class{label}'}.gif")
+    out = _new_file(folder, file_name(f"dcgan-walk-seed{seed}-seed{to_seed}", label, truncation, ".gif"))
     save_walk(pictures, out, fps=FPS)
     return out
 
@@ -136,8 +146,9 @@ def import_gradio(cache: Path) -> Any:
     return gradio
 
 
-def build_page(gr: Any, trained: TrainedGenerator, folder: Path, *, name: str) -> Any:
-    """The page's Blocks: controls, the grid and its download, the walk between two seeds."""
+def build_page(gr: Any, trained: TrainedGenerator, folder: Path, *, name: str, truncation: float = 1.0) -> Any:
+    """The page's Blocks: controls (the truncation slider starting at `truncation`), the grid and its download,
+    the walk between two seeds."""
     conditional = trained.num_classes is not None
     classes = [ANY] + [str(c) for c in range(trained.num_classes or 0)]
     default_num = 2 * trained.num_classes if conditional and 2 * trained.num_classes <= MAX_IMAGES else 16
@@ -150,20 +161,23 @@ def build_page(gr: Any, trained: TrainedGenerator, folder: Path, *, name: str) -
             raise UserError(f"Class: must be {ANY}{named}, got {label!r}")
         return None if label == ANY else int(label)
 
-    def on_generate(seed: float | None, num: float | None, label: str | None) -> tuple[str, Any]:
+    def on_generate(seed: float | None, num: float | None, label: str | None,
+                    psi: float | None) -> tuple[str, Any]:
         try:
             path = grid_png(trained, folder, seed=whole(seed, "Seed", 0, MAX_SEED),
-                            num=whole(num, "Images", 1, MAX_IMAGES), label=chosen(label))
+                            num=whole(num, "Images", 1, MAX_IMAGES), label=chosen(label),
+                            truncation=check_truncation(psi, option="Truncation"))
         except UserError as exc:
             raise gr.Error(str(exc)) from None
         return str(path), gr.DownloadButton(value=str(path), interactive=True)
 
     def on_walk(seed: float | None, to_seed: float | None, num: float | None, label: str | None,
-                frames: float | None) -> str:
+                psi: float | None, frames: float | None) -> str:
         try:
             return str(walk_gif(trained, folder, seed=whole(seed, "Seed", 0, MAX_SEED),
                                 to_seed=whole(to_seed, "Seed B", 0, MAX_SEED), num=whole(num, "Images", 1, MAX_IMAGES),
-                                frames=whole(frames, "Frames each way", MIN_FRAMES, MAX_FRAMES), label=chosen(label)))
+                                frames=whole(frames, "Frames each way", MIN_FRAMES, MAX_FRAMES), label=chosen(label),
+                                truncation=check_truncation(psi, option="Truncation")))
         except UserError as exc:
             raise gr.Error(str(exc)) from None
 
@@ -175,13 +189,17 @@ def build_page(gr: Any, trained: TrainedGenerator, folder: Path, *, name: str) -
                 num = gr.Slider(1, MAX_IMAGES, value=default_num, step=1, label="Images", elem_id="num")
                 label = gr.Dropdown(classes, value=ANY, label="Class", visible=conditional, elem_id="label",
                                     info="any: every class in turn, a column each")
+                psi = gr.Slider(min(TRUNCATION_STEP, truncation), 1.0, value=truncation, step=TRUNCATION_STEP,
+                                label="Truncation", elem_id="truncation",
+                                info="1: none; lower: noise nearer the latent's centre, less variety, more fidelity")
                 generate = gr.Button("Generate", variant="primary", elem_id="generate")
                 download = gr.DownloadButton("Download PNG", interactive=False, elem_id="download")
             with gr.Column(scale=3):
                 grid = gr.Image(label="Samples", show_label=False, type="filepath", format="png",
                                 interactive=False, buttons=["fullscreen"], elem_id="grid")
         gr.Markdown("## Interpolation\nThe first row of the grid walks through latent space to the same row of "
-                    f"seed B and back: spherical interpolation of the noise, the classes fixed, {FPS:g} frames/s.")
+                    "seed B and back: spherical interpolation of the noise, the classes and the truncation fixed, "
+                    f"{FPS:g} frames/s.")
         with gr.Row():
             with gr.Column(scale=1, min_width=240):
                 to_seed = gr.Number(1, label="Seed B", precision=0, minimum=0, maximum=MAX_SEED, elem_id="to_seed")
@@ -191,13 +209,15 @@ def build_page(gr: Any, trained: TrainedGenerator, folder: Path, *, name: str) -
             with gr.Column(scale=3):
                 walk = gr.Image(label="Walk", show_label=False, type="filepath", format="gif", interactive=False,
                                 buttons=["download", "fullscreen"], elem_id="walk")
-        generate.click(on_generate, [seed, num, label], [grid, download], api_name="generate")
-        interpolate.click(on_walk, [seed, to_seed, num, label, frames], walk, api_name="interpolate")
+        generate.click(on_generate, [seed, num, label, psi], [grid, download], api_name="generate")
+        interpolate.click(on_walk, [seed, to_seed, num, label, psi, frames], walk, api_name="interpolate")
     return page
 
 
-def serve(checkpoint: str | Path, *, host: str = "127.0.0.1", port: int = 7860, device: str = "auto") -> None:
-    """Serve the page of `checkpoint`'s generator at http://host:port until interrupted (Ctrl+C or SIGTERM).
+def serve(checkpoint: str | Path, *, host: str = "127.0.0.1", port: int = 7860, device: str = "auto",
+          truncation: float = 1.0) -> None:
+    """Serve the page of `checkpoint`'s generator at http://host:port until interrupted (Ctrl+C or SIGTERM),
+    its truncation slider starting at `truncation`.
 
     Every check that can fail (the extra, the checkpoint, the port) runs before the server starts.
     """
@@ -210,7 +230,7 @@ def serve(checkpoint: str | Path, *, host: str = "127.0.0.1", port: int = 7860, 
         folder = Path(temporary)
         (folder / "outputs").mkdir()
         gr = import_gradio(folder / "cache")
-        page = build_page(gr, trained, folder / "outputs", name=name)
+        page = build_page(gr, trained, folder / "outputs", name=name, truncation=truncation)
         theme = gr.themes.Default(font=FONTS, font_mono=FONTS_MONO)  # system fonts: nothing fetched
         try:
             page.launch(server_name=host, server_port=port, share=False, quiet=True, prevent_thread_lock=True,

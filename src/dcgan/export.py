@@ -3,8 +3,14 @@
 The exported network is the sampling generator (the moving average when the run has one, batch
 norm in inference mode) with a dynamic batch dimension: input `z` (float32, N x latent_dim) and,
 for models that take labels (conditional, or k-means clusters), `labels` (int64, N); output
-`images` (float32, N x C x H x W, in [-1, 1]). The inputs, latent size, classes, image size and the
-pixel mapping travel in the file's metadata (ONNX metadata properties; `dcgan.json` in TorchScript).
+`images` (float32, N x C x H x W, in [-1, 1]). The inputs, latent size, classes, image size, the
+pixel mapping and the truncation travel in the file's metadata (ONNX metadata properties;
+`dcgan.json` in TorchScript).
+
+Truncation keeps that signature: exported with truncation psi < 1, the file multiplies `z` by psi
+before the generator, so z ~ N(0, I) fed to it draws what `dcgan generate --truncation psi` draws;
+its metadata `truncation` says psi (1: none, and then the graph has no such step), and z / psi
+fed to it gives the untruncated sample of z.
 """
 
 from __future__ import annotations
@@ -28,35 +34,44 @@ SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth")}  # the names --o
 PIXELS = "uint8 = round((images + 1) * 127.5), clamped to 0-255; 0 is the background"
 
 
-class Unlabelled(nn.Module):
-    """z (N, latent_dim) -> images (N, C, H, W)."""
+def scaled(z: torch.Tensor, truncation: float) -> torch.Tensor:
+    """`z` times `truncation`; `z` itself at 1, so that an untruncated export has no extra step."""
+    return z if truncation == 1 else z * truncation
 
-    def __init__(self, generator: nn.Module) -> None:
+
+class Unlabelled(nn.Module):
+    """z (N, latent_dim) -> images (N, C, H, W), z scaled by `truncation` first."""
+
+    def __init__(self, generator: nn.Module, truncation: float = 1.0) -> None:
         super().__init__()
         self.generator = generator
+        self.truncation = truncation
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.generator(z)
+        return self.generator(scaled(z, self.truncation))
 
 
 class Labelled(nn.Module):
     """(z (N, latent_dim), labels (N,) int64) -> images, without the label checks (their data-dependent
-    branches do not export; an out-of-range label is the caller's error)."""
+    branches do not export; an out-of-range label is the caller's error); z scaled by `truncation` first."""
 
-    def __init__(self, generator: nn.Module) -> None:
+    def __init__(self, generator: nn.Module, truncation: float = 1.0) -> None:
         super().__init__()
         self.generator = generator
+        self.truncation = truncation
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.generator.from_embedding(z, self.generator.embed(labels))  # embedding (N, E)
+        embedding = self.generator.embed(labels)  # (N, E)
+        return self.generator.from_embedding(scaled(z, self.truncation), embedding)
 
 
-def metadata(generator: nn.Module, image_size: int, channels: int) -> dict[str, str]:
+def metadata(generator: nn.Module, image_size: int, channels: int, truncation: float = 1.0) -> dict[str, str]:
     """What a user of the file needs to feed it and read its output."""
+    noise = "z ~ N(0, 1)" if truncation == 1 else f"z ~ N(0, 1), multiplied by truncation {truncation:g} in the file"
     values: dict[str, Any] = {"inputs": ", ".join(input_names(generator)), "latent_dim": generator.latent_dim,
                               "num_classes": generator.num_classes, "conditioning": generator.conditioning,
                               "image_size": image_size, "channels": channels, "pixels": PIXELS,
-                              "noise": "z ~ N(0, 1)"}
+                              "noise": noise, "truncation": truncation}
     prior = getattr(generator, "cluster_prior", None)  # how often the model draws each of its clusters
     if prior is not None:
         values["cluster_prior"] = json.dumps([round(p, 6) for p in prior.tolist()])
@@ -68,14 +83,15 @@ def input_names(generator: nn.Module) -> list[str]:
     return ["z", "labels"] if generator.takes_labels else ["z"]
 
 
-def export(checkpoint: str | Path, fmt: str, out: str | Path) -> dict[str, str]:
-    """Write the checkpoint's sampling generator to `out` in `fmt`; returns the metadata written."""
+def export(checkpoint: str | Path, fmt: str, out: str | Path, *, truncation: float = 1.0) -> dict[str, str]:
+    """Write the checkpoint's sampling generator to `out` in `fmt`, its input scaled by `truncation` (0 < psi
+    <= 1); returns the metadata written."""
     out = Path(out)
     generator, config = load_generator(checkpoint, torch.device("cpu"))
     labelled = generator.takes_labels
-    module = (Labelled if labelled else Unlabelled)(generator).eval()
+    module = (Labelled if labelled else Unlabelled)(generator, truncation).eval()
     inputs = (torch.randn(2, generator.latent_dim),) + ((torch.zeros(2, dtype=torch.int64),) if labelled else ())
-    info = metadata(generator, config.image_size, channels_of(config))
+    info = metadata(generator, config.image_size, channels_of(config), truncation)
     names = input_names(generator)
     if fmt == "onnx":
         try:

@@ -1,6 +1,7 @@
 """Walks through latent space as uint8 frames: closed walks through random anchor points of the noise,
-morphs from class to class at fixed noise, and walks from one seed's samples to another's and back;
-saved as a looping GIF (walks side by side) or one PNG grid (a walk per row)."""
+morphs from class to class at fixed noise, walks from one seed's samples to another's and back, and
+from one given latent (a projected picture's) to another and back; saved as a looping GIF (walks side
+by side) or one PNG grid (a walk per row)."""
 
 from __future__ import annotations
 
@@ -119,6 +120,23 @@ def walk_between_seeds(generator: torch.nn.Module, *, seed: int, to_seed: int, n
         labels = None if own is None else own[:walks]
     path = latent_walk(torch.stack([first_row(seed), first_row(to_seed)]), frames_per_segment)
     return np.stack([render(generator, noise, labels, device) for noise in path])
+
+
+@torch.no_grad()
+def walk_between_latents(generator: torch.nn.Module, start: torch.Tensor, end: torch.Tensor, *,
+                         frames_per_segment: int, device: torch.device,
+                         labels: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 frames (2 * frames_per_segment, 1, H, W, C): one walk from latent `start` (latent_dim,) to `end`
+    and back; for a labelled generator, the class embedding is mixed from `labels[0]`'s to `labels[1]`'s
+    along the way, in step with the noise."""
+    path = latent_walk(torch.stack([start, end]).unsqueeze(1), frames_per_segment)  # (2F, 1, D)
+    if labels is None:
+        return np.stack([render(generator, noise, None, device) for noise in path])
+    order = torch.tensor(labels)
+    starts, ends, mix = class_morph(2, frames_per_segment)
+    return np.stack([to_uint8(generator.morph(noise.to(device), order[a:a + 1].to(device),
+                                              order[b:b + 1].to(device), float(t)))
+                     for noise, a, b, t in zip(path, starts, ends, mix)])
 
 
 def save_walk(frames: np.ndarray, out: Path, *, fps: float) -> None:

@@ -1,5 +1,6 @@
-"""Turn a trained generator into pictures: PNG files, one grid, or a uint8 .npy array; and the checks
-on what a user asks of one (labels, seeds, sizes), shared by the command line, the API and the demo."""
+"""Turn a trained generator into pictures: PNG files, one grid, or a uint8 .npy array; truncation (noise
+drawn closer to the latent's centre); and the checks on what a user asks of one (labels, seeds,
+truncation, sizes), shared by the command line, the API and the demo."""
 
 from __future__ import annotations
 
@@ -59,6 +60,52 @@ def check_seed(seed: Any, *, option: str) -> int:
     if not is_integer(seed) or not 0 <= seed <= MAX_SEED:
         raise UserError(f"{option}: must be an integer from 0 to 2**64 - 1, got {reprlib.repr(seed)}")
     return int(seed)
+
+
+def check_truncation(truncation: Any, *, option: str) -> float:
+    """`truncation` as a float when it is a number in (0, 1]; a UserError naming `option` otherwise."""
+    if isinstance(truncation, bool) or not isinstance(truncation, numbers.Real) or not 0 < truncation <= 1:
+        raise UserError(f"{option}: must be a number greater than 0 and at most 1 (1: no truncation), "
+                        f"got {reprlib.repr(truncation)}")
+    return float(truncation)
+
+
+class TruncatedGenerator(nn.Module):
+    """A generator that draws closer to its latent's centre: G(psi * z) for each noise vector z it is given.
+
+    The generators here have no mapping network (StyleGAN truncates its intermediate latent towards
+    that latent's mean), so truncation scales the Gaussian noise itself: z ~ N(0, psi² I), samples
+    of higher fidelity and less variety as psi goes from 1 towards 0. Walks scale their whole path
+    (slerp is linear in its end points, so a walk between scaled anchors is the scaled walk). It has
+    the generator interface of networks/ (and `morph` where the generator has it).
+    """
+
+    def __init__(self, generator: nn.Module, truncation: float) -> None:
+        super().__init__()
+        self.generator = generator
+        self.truncation = truncation
+        self.latent_dim: int = generator.latent_dim
+        self.num_classes: int = generator.num_classes
+        self.takes_labels: bool = generator.takes_labels
+        self.label_classes: int | None = generator.label_classes
+        self.conditioning: str = generator.conditioning
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (N, C, H, W) of noise `z` (N, latent_dim) scaled by the truncation, and `labels` (N,) or None."""
+        return self.generator(z * self.truncation, labels)
+
+    def morph(self, z: torch.Tensor, start: torch.Tensor, end: torch.Tensor, t: float) -> torch.Tensor:
+        """The generator's class morph at noise `z` scaled by the truncation."""
+        return self.generator.morph(z * self.truncation, start, end, t)
+
+    def sample_labels(self, num: int, *, seed: int) -> torch.Tensor | None:
+        """The labels the generator draws when none are named (truncation leaves them as they are)."""
+        return self.generator.sample_labels(num, seed=seed)
+
+
+def truncated(generator: nn.Module, truncation: float) -> nn.Module:
+    """`generator` with its noise scaled by `truncation` (0 < psi <= 1); itself, unchanged, at 1 (no truncation)."""
+    return generator if truncation == 1 else TruncatedGenerator(generator, truncation)
 
 
 def require_label_classes(generator: nn.Module, *, option: str, source: str | Path) -> int:

@@ -62,12 +62,42 @@ def build_generator(config: TrainConfig) -> nn.Module:
 
 
 def build_discriminator(config: TrainConfig) -> nn.Module:
-    """The discriminator that a config describes (a projection one for labels; spectrally normalised when asked)."""
+    """The discriminator that a config describes (a projection one for labels; spectrally normalised when asked),
+    its first `freeze_d` blocks frozen."""
     discriminator = ARCHITECTURES[config.arch](config).discriminator(channels=channels_of(config),
                                                                      image_size=config.image_size)
     if config.conditional or config.clusters:
         discriminator = ProjectionDiscriminator(discriminator, num_classes=config.num_classes or config.clusters)
-    return with_spectral_norm(discriminator) if config.spectral_norm else discriminator
+    if config.spectral_norm:
+        with_spectral_norm(discriminator)
+    freeze_blocks(discriminator_blocks(discriminator)[:config.freeze_d])
+    return discriminator
+
+
+def discriminator_blocks(discriminator: nn.Module) -> list[list[nn.Module]]:
+    """D's blocks, input first: each convolution of its `features` with the layers after it (norm, activation,
+    dropout) up to the next; `config.discriminator_block_count` counts them without building D."""
+    blocks: list[list[nn.Module]] = []
+    for layer in discriminator.features:
+        if isinstance(layer, nn.Conv2d):
+            blocks.append([])
+        if blocks and not isinstance(layer, nn.Flatten):
+            blocks[-1].append(layer)
+    return blocks
+
+
+def freeze_blocks(blocks: list[list[nn.Module]]) -> None:
+    """Keep the blocks' weights as they start: each parameter becomes a buffer of the same name.
+
+    The state dict is unchanged (the same names and tensors), but neither the optimiser, which is
+    given `parameters()`, nor a backward pass sees them, whatever later sets `requires_grad` on
+    the whole network (the G step does, to skip D's gradients).
+    """
+    for layer in (layer for block in blocks for layer in block):
+        for module in layer.modules():  # with spectral norm the weight's parametrisation holds the parameter
+            for name, parameter in list(module.named_parameters(recurse=False)):
+                delattr(module, name)
+                module.register_buffer(name, parameter.detach())
 
 
 def channels_of(config: TrainConfig) -> int:

@@ -16,6 +16,8 @@ from .clusters import cluster_images
 from .step import GAN
 
 MIN_IMAGES_PER_CLUSTER = 100  # --clusters: fewer clusters for small data sets
+# A run started from another (--init-from) keeps its clusters, the label embeddings it starts from, down to this
+MIN_IMAGES_PER_TAKEN_CLUSTER = 2
 
 
 def with_classes(config: TrainConfig, num_classes: int, source: str, *, flat: bool = False) -> TrainConfig:
@@ -42,16 +44,18 @@ def with_clusters(config: TrainConfig, data: ImageData, *, log: Callable[[str], 
                   ) -> tuple[TrainConfig, ImageData, torch.Tensor | None]:
     """With `--clusters K`: the data relabelled by k-means clusters, and the clusters' sizes as fractions.
 
-    Small data sets get fewer clusters (at least MIN_IMAGES_PER_CLUSTER images each on average),
-    and none below two; the config records the number used. `log` prints the decisions.
+    Small data sets get fewer clusters (at least MIN_IMAGES_PER_CLUSTER images each on average, or
+    MIN_IMAGES_PER_TAKEN_CLUSTER for a run that starts from another's networks, whose cluster count
+    must stay the same), and none below two; the config records the number used. `log` prints the decisions.
     """
     if not config.clusters:
         return config, data, None
-    clusters = min(config.clusters, len(data) // MIN_IMAGES_PER_CLUSTER)
+    per_cluster = MIN_IMAGES_PER_TAKEN_CLUSTER if config.init_from else MIN_IMAGES_PER_CLUSTER
+    clusters = min(config.clusters, len(data) // per_cluster)
     if clusters != config.clusters:
         log(f"--clusters {config.clusters}: {data.source} has {len(data)} images, enough for "
             + (f"{clusters} clusters" if clusters >= 2 else "no clusters: training unconditionally")
-            + f" (at least {MIN_IMAGES_PER_CLUSTER} images per cluster)")
+            + f" (at least {per_cluster} images per cluster)")
         config = config.replace(clusters=clusters if clusters >= 2 else 0,
                                 mismatched_labels=config.mismatched_labels and clusters >= 2)
         if not config.clusters:

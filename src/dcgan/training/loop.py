@@ -31,8 +31,9 @@ from .memory import require_batch_fits
 from .rundir import RunDirectory
 from .signals import StopRequest
 from .state import (Position, capture_rng, check_goal, check_same_data, make_payload, restore, seed_everything,
-                    total_steps)
+                    start_from, total_steps)
 from .step import GAN, TrainingStep, build_gan
+from .tensorboard import TensorBoardRun
 
 MAX_ROLLBACKS = 3
 WARMUP_STEPS = 20  # excluded from the reported images/s, as in the baseline benchmark
@@ -70,18 +71,23 @@ class Diverged(Exception):
     """A non-finite loss or weight was seen."""
 
 
-def train(config: TrainConfig, run: RunDirectory, *, resume: dict[str, Any] | None = None, progress: bool = True,
+def train(config: TrainConfig, run: RunDirectory, *, resume: dict[str, Any] | None = None,
+          init_weights: dict[str, Any] | None = None, progress: bool = True,
           evaluator: EvaluatorFactory | None = None, world: World = World()) -> TrainResult:
-    """Train a GAN as `config` says, writing everything into `run`; resumes from a checkpoint payload.
+    """Train a GAN as `config` says, writing everything into `run`; resumes from a checkpoint payload, or
+    starts a new run from `init_weights`, the payload of `--init-from`'s checkpoint.
 
     `evaluator`, when given, builds the scorer of `--eval-every` from the final config (the
     classes and clusters are known only once the data is loaded). SIGINT/SIGTERM are caught
     from the start, so even a signal during set-up ends with a checkpoint. In a `world` of
     several processes every rank calls this; rank 0 alone writes `run`.
     """
+    if config.tensorboard and world.is_main:
+        run = TensorBoardRun.mirroring(run)
     with StopRequest(quiet=not world.is_main) as stop:
         device = world.device(select_device(config.device))
-        loop = agreed(world, lambda: set_up(config, run, device, resume=resume, stop=stop, world=world))
+        loop = agreed(world, lambda: set_up(config, run, device, resume=resume, init_weights=init_weights,
+                                            stop=stop, world=world))
         if resume is None:
             from_main(world, lambda: run.start(loop.config))
             loop.save_samples()
@@ -98,7 +104,7 @@ def train(config: TrainConfig, run: RunDirectory, *, resume: dict[str, Any] | No
 
 
 def set_up(config: TrainConfig, run: RunDirectory, device: torch.device, *, resume: dict[str, Any] | None,
-           stop: StopRequest, world: World) -> TrainingLoop:
+           stop: StopRequest, world: World, init_weights: dict[str, Any] | None = None) -> TrainingLoop:
     """Everything before the first step that involves no other rank: data, labels, networks, position."""
     if config.batch_size % world.size or config.batch_size // world.size < 2:
         raise UserError(f"--batch-size {config.batch_size} (the global batch) must split into equal parts of at "
@@ -126,6 +132,8 @@ def set_up(config: TrainConfig, run: RunDirectory, device: torch.device, *, resu
                               world_size=world.size, mirror=config.mirror)
     goal = total_steps(config, batches.batches_per_epoch)
     gan = build_gan(config, device, world)
+    if init_weights is not None:  # before the clusters' sizes, which are the new data's
+        start_from(gan, config, init_weights)
     require_batch_fits(config, gan.generator, gan.discriminator, device, data_size=len(data), world=world)
     if prior is not None:
         set_cluster_prior(gan, prior)

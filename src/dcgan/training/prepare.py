@@ -15,16 +15,19 @@ from ..errors import UserError
 from .distributed import World
 from .lock import RunLock, refuse_if_held
 from .rundir import RunDirectory, started_by
-from .state import load_resume_point
+from .state import load_resume_point, load_start_point
+from .tensorboard import require_tensorboard
 
 
 @dataclass(frozen=True)
 class PreparedRun:
-    """What to train: the config, the checkpoint payload to continue from (None: a new run), the run directory."""
+    """What to train: the config, the checkpoint payload to continue from (None: a new run), the run directory,
+    and the checkpoint payload whose weights a new run starts from (`--init-from`; None: random weights)."""
 
     config: TrainConfig
     resume: dict[str, Any] | None
     root: Path
+    init_weights: dict[str, Any] | None = None
 
 
 def prepare_run(*, resume: str | None, out: str | None, config_file: str | None, flag_values: dict[str, Any],
@@ -33,20 +36,27 @@ def prepare_run(*, resume: str | None, out: str | None, config_file: str | None,
     """The run `dcgan train` writes, locked by `lock` before anything in it is read or written (rank 0 only).
 
     `--resume` continues its run; otherwise a new run goes to `--out` (default `runs/<time>`),
-    which must be new or empty. Under torchrun, a restarted job (TORCHELASTIC_RESTART_COUNT > 0)
-    continues the run it started in `--out` from its last checkpoint instead of refusing it.
+    which must be new or empty, starting from the weights of `--init-from` when the config names
+    it (read and checked before the run directory is made). Under torchrun, a restarted job
+    (TORCHELASTIC_RESTART_COUNT > 0) continues the run it started in `--out` from its last
+    checkpoint instead of refusing it.
     `check_evaluation` checks the `--eval-every` settings of a config that has them, so a wrong
     `--eval-classifier` fails before training starts.
     """
-    continuing = False
+    continuing, init_weights = False, None
     if resume:
         if out or config_file:
             raise UserError("--resume takes its settings from the run: drop --out and --config")
+        if "init_from" in flag_values:
+            raise UserError("--init-from starts a new run from another run's weights; --resume continues a run "
+                            "from its own checkpoint: use one or the other")
         root = Path(resume)
         if root.is_dir():  # else there is no run to lock, and loading its checkpoint says so
             lock.acquire(root, "--resume")
         config, payload = load_resume_point(root, flag_values, world_size=world.size)
     else:
+        if flag_values.get("init_from") == "":  # an empty variable in a script: not a silent start from scratch
+            raise UserError("--init-from: an empty path; name a run directory or a checkpoint file")
         default = f"torchrun-{world.run_id}" if world.run_id else time.strftime("%Y%m%d-%H%M%S")
         root = Path(out or Path("runs") / default)
         continuing = world.restart > 0 and started_by(root, world.run_id)  # our own run, before torchrun restarted us
@@ -60,11 +70,14 @@ def prepare_run(*, resume: str | None, out: str | None, config_file: str | None,
             if not continuing:  # an --out in use is refused before anything else is checked or made
                 refuse_if_held(root, "--out")
                 RunDirectory.create(root)
+            init_weights = load_start_point(config) if config.init_from else None
     if config.eval_every and check_evaluation is not None:
         check_evaluation(config)
+    if config.tensorboard:  # also when a config file or the resumed run asks for it
+        require_tensorboard()
     if not resume and not continuing:
         new_run_directory(root, lock)
-    return PreparedRun(config, payload, root)
+    return PreparedRun(config, payload, root, init_weights)
 
 
 def new_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> TrainConfig:

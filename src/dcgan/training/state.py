@@ -5,12 +5,15 @@ networks, the optimisers, the moving average, adaptive augmentation's probabilit
 sums, LeCam's anchors, the position in the data (epoch and batch, whose order is a function of
 the seed), the random-number states (every rank's, with several
 processes), the learning-rate scale after roll-backs, and the training time used.
+
+A new run may start from another run's weights (`--init-from`): its networks, not its state.
 """
 
 from __future__ import annotations
 
 import random
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import load_checkpoint
-from ..config import TrainConfig, config_from_dict, resumed_config
+from ..config import TrainConfig, config_from_dict, flag, resumed_config
 from ..data import batches_per_epoch
 from ..errors import UserError, file_kind, path_mode, reason
 from .distributed import World, rank_seed
@@ -27,6 +30,12 @@ from .rundir import RunDirectory
 from .step import GAN
 
 TRAINING_KEYS = ("discriminator", "opt_g", "opt_d", "epoch", "batch", "rng")
+# The settings that shape G and D: a run started from another run's weights has the same.
+NETWORK_SETTINGS = ("arch", "image_size", "channels", "latent_dim", "g_width", "d_width", "conditional", "num_classes",
+                    "clusters", "spectral_norm")
+# Those the data decides (channels when left at 0, the classes, fewer clusters for a small set): compared once
+# it has loaded.
+SET_BY_THE_DATA = ("channels", "num_classes", "clusters")
 
 
 @dataclass
@@ -165,3 +174,64 @@ def total_steps(config: TrainConfig, epoch_steps: int) -> int | None:
     if not config.steps and not config.epochs:
         return None
     return config.steps or config.epochs * epoch_steps
+
+
+def load_start_point(config: TrainConfig) -> dict[str, Any]:
+    """The checkpoint that `--init-from` names (a run directory or a checkpoint file), read and checked.
+
+    Refuses in one line naming --init-from: nothing there, anything `load_checkpoint` refuses, a
+    checkpoint without a discriminator, and one whose stored config makes other networks than
+    `config` (but for the settings the data decides, which `start_from` compares once it has loaded).
+    """
+    source = config.init_from
+    what = f"--init-from {source}"
+    path_mode(source, what, missing="no such run directory or checkpoint")
+    try:
+        payload = load_checkpoint(source)
+        stored = config_from_dict(payload["config"], source)
+    except UserError as exc:
+        raise UserError(f"{what}: {exc}") from None
+    if "discriminator" not in payload:
+        raise UserError(f"{what}: the checkpoint holds a generator only; a run starts from both networks (name a "
+                        f"run directory or a checkpoint that `dcgan train` wrote)")
+    require_same_networks(config, stored, source, settings=[name for name in NETWORK_SETTINGS
+                                                            if name not in SET_BY_THE_DATA])
+    return payload
+
+
+def require_same_networks(config: TrainConfig, stored: TrainConfig, source: str,
+                          settings: Sequence[str] = NETWORK_SETTINGS) -> None:
+    """Refuse `--init-from` weights of networks other than `config`'s, naming every setting that differs."""
+    different = [describe_difference(name, getattr(config, name), getattr(stored, name))
+                 for name in settings if getattr(config, name) != getattr(stored, name)]
+    if different:
+        raise UserError(f"--init-from {source}: its networks differ from this run's: {', '.join(different)}")
+
+
+def describe_difference(name: str, value: Any, stored: Any) -> str:
+    """One setting of this run against the `--init-from` run's: `--latent-dim 8 (it has 16)`, `--conditional on (it
+    has off)`, `5 classes in the data (it has 10)`."""
+    if name == "num_classes":  # no flag: the data's classes
+        return f"{value} classes in the data (it has {stored})"
+    if isinstance(value, bool):
+        value, stored = ("on" if v else "off" for v in (value, stored))
+    return f"{flag(name)} {value} (it has {stored})"
+
+
+def start_from(gan: GAN, config: TrainConfig, payload: dict[str, Any]) -> None:
+    """Set a new run's networks to the weights of `--init-from`'s checkpoint `payload`: G, D and the moving average.
+
+    The average starts from the checkpoint's when it has one, else from G, with a fresh count (its
+    warm-up then follows the new data). The optimisers, D's running state (adaptive augmentation,
+    LeCam) and the position stay those of a new run.
+    """
+    source = config.init_from
+    require_same_networks(config, config_from_dict(payload["config"], source), source)
+    try:
+        gan.generator.load_state_dict(payload["generator"])
+        gan.discriminator.load_state_dict(payload["discriminator"])
+        if gan.ema is not None:
+            average = payload.get("ema") or {"module": gan.generator.state_dict(), "own_statistics": True}
+            gan.ema.load_state_dict({**average, "updates": 0})
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise UserError(f"--init-from {source}: its networks do not fit this run's ({reason(exc)})") from None
