@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -228,8 +229,6 @@ SMALL = ("--latent-dim", "4", "--quiet", "--sample-every", "0", "--steps", "2")
 
 
 def preset_of(run: Path) -> tuple[str, int]:
-    import tomllib
-
     config = tomllib.loads((run / "config.toml").read_text())
     return config["preset"], config["image_size"]
 
@@ -239,14 +238,16 @@ def test_a_picture_folder_without_a_preset_trains_with_the_folder_preset(run_cli
     code, _, err = run_cli("train", "--data", folder, *SMALL, "--out", tmp_path / "run")
     assert code == 0, err
     assert preset_of(tmp_path / "run") == ("folder", 32)  # the preset's own size
+    assert tomllib.loads((tmp_path / "run" / "config.toml").read_text())["arch"] == "dcgan"
     assert "preset: folder (" in err and "--preset names another" in err
 
 
 def test_a_zip_of_pictures_gets_the_folder_preset_too(run_cli, tmp_path: Path) -> None:
     archive = zip_of(class_folder(tmp_path / "animals"), tmp_path / "animals.zip")
-    code, _, err = run_cli("train", "--data", archive, *SMALL, "--image-size", "8", "--out", tmp_path / "run")
+    code, _, err = run_cli("train", "--data", archive, *SMALL, "--image-size", "64", "--g-width", "4",
+                           "--d-width", "4", "--out", tmp_path / "run")
     assert code == 0, err
-    assert preset_of(tmp_path / "run") == ("folder", 8)  # a flag still wins over the preset
+    assert preset_of(tmp_path / "run") == ("folder", 64)  # a flag still wins over the preset
 
 
 def test_a_named_preset_or_mnist_like_data_keeps_its_preset(run_cli, tmp_path: Path, idx_dir: Path) -> None:
