@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from dcgan.data import bundled_mnist_dir, read_idx
-from machine import cpu_name, dcgan
+from machine import cpu_name, dcgan, write_report
 from recipes import KNOWN_DATA, mean_sd
 
 SCORES = ("fid", "kid", "precision", "recall")
@@ -204,12 +204,7 @@ def main() -> None:
                             "summary": summarise(scores[name])} for name, (_, flags) in variants.items()]}
     table = markdown(report)
     print(table)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1))
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(table)
+    write_report(report, table, json_path=args.json, markdown_path=args.markdown)
 
 
 if __name__ == "__main__":

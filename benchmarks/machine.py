@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
@@ -29,3 +30,13 @@ def dcgan(*args: object, threads: int | None = None) -> str:
     if result.returncode != 0:
         sys.exit(f"{shlex.join(command)} failed:\n{result.stderr[-3000:]}")
     return result.stdout
+
+
+def write_report(report: dict, table: str, *, json_path: Path | None, markdown_path: Path | None) -> None:
+    """Write a benchmark's report as JSON and its table as markdown, where the paths are given."""
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=1))
+    if markdown_path:
+        markdown_path.parent.mkdir(parents=True, exist_ok=True)
+        markdown_path.write_text(table.rstrip("\n") + "\n")

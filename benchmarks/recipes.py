@@ -30,7 +30,7 @@ import statistics
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from machine import cpu_name, dcgan
+from machine import cpu_name, dcgan, write_report
 
 KNOWN_DATA = {"mnist": "mnist", "fashion": "/usr/share/datasets/fashion-mnist"}
 SCORES = ("fid", "kid", "precision", "recall", "class_match", "classes_covered")
@@ -179,12 +179,7 @@ def main() -> None:
     report = {"cpu": cpu, "budget": budget_text, "num_samples": args.num, "results": results}
     table = markdown(results, cpu, budget_text)
     print(table)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1))
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(table + "\n")
+    write_report(report, table, json_path=args.json, markdown_path=args.markdown)
 
 
 if __name__ == "__main__":

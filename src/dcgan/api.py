@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import PROJECTION_STEPS
 from .device import select_device
 from .errors import UserError
 from .limits import require_fits
 from .networks import channels_of
-from .config import PROJECTION_STEPS
 from .projection import (Projection, check_steps, classes_to_try, perceptual_network, picture_from_array, project,
                          read_picture)
 from .sampling import (check_seed, check_truncation, generate, is_integer, load_generator, require_images_fit,
