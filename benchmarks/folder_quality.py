@@ -217,7 +217,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
                 label = None
         ax.set_title(f"{set_name}, {subset or 'all'} pictures")
         ax.set_xlabel("training minutes")
-        ax.set_ylabel(f"FID ({EVAL_SAMPLES} samples, training pictures)")
+        ax.set_ylabel(f"FID ({EVAL_SAMPLES} samples, whole set)")
         ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
