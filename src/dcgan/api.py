@@ -26,6 +26,7 @@ it, worded as the command line words it:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,8 +40,8 @@ from .device import select_device
 from .errors import UserError
 from .limits import require_fits
 from .networks import channels_of
-from .projection import (Projection, check_steps, classes_to_try, perceptual_network, picture_from_array, project,
-                         read_picture)
+from .projection import (PerceptualNetwork, Projection, check_steps, classes_to_try, perceptual_network,
+                         picture_from_array, project, read_picture)
 from .sampling import (check_seed, check_truncation, generate, is_integer, load_generator, require_images_fit,
                        truncated, user_labels)
 
@@ -105,9 +106,13 @@ class TrainedGenerator:
         classes = classes_to_try(self.generator, label, option="label", source=self.checkpoint or "this generator")
         read = read_picture if isinstance(image, (str, os.PathLike)) else picture_from_array
         picture = read(image, channels=self.channels, image_size=self.image_size, option="image")
-        network = None if self.checkpoint is None else perceptual_network(self.checkpoint, self.device)
-        return project(self.generator, picture, classes=classes, steps=steps, seed=seed, network=network,
-                       device=self.device)
+        return project(self.generator, picture, classes=classes, steps=steps, seed=seed,
+                       network=self._perceptual_network, device=self.device)
+
+    @functools.cached_property
+    def _perceptual_network(self) -> PerceptualNetwork | None:
+        """The network `project` measures perceptual distances with, read from the checkpoint once."""
+        return None if self.checkpoint is None else perceptual_network(self.checkpoint, self.device)
 
     def _noise(self, z: Any) -> torch.Tensor:
         """`z` as a float32 tensor (N, latent_dim), N >= 1, of finite values; a UserError otherwise."""
