@@ -46,6 +46,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,6 +309,11 @@ def main() -> None:
                     print(f"{folder.name} {subset} real pictures at {size}px against the whole folder: "
                           f"FID {floor['fid']:.3f} recall {floor['recall']:.3f}", flush=True)
         wholes = {folder.name: folder for folder in args.data}
+        # each finished run's row, one JSON line each, so that a study stopped part way keeps what it measured
+        partial = args.json.with_suffix(".partial.jsonl") if args.json else None
+        if partial:
+            partial.parent.mkdir(parents=True, exist_ok=True)
+        partial_lock = threading.Lock()
 
         def one_run(run: Run) -> dict:
             flags, size = args.recipes[run.recipe], sizes[run.recipe]
@@ -337,6 +343,9 @@ def main() -> None:
             print(f"{run.set_name} {run.subset_name} {run.recipe} seed {run.seed}: {row['steps']} steps, "
                   f"FID {row['fid']:.3f}, precision {row['precision']:.3f}, recall {row['recall']:.3f}{rise}",
                   flush=True)
+            if partial:
+                with partial_lock, partial.open("a") as lines:
+                    lines.write(json.dumps(row) + "\n")
             if args.grids and run.seed == args.seed_list[0]:
                 args.grids.mkdir(parents=True, exist_ok=True)
                 grid = sorted((out / "samples").glob("step_*.png"))[-1]
@@ -363,6 +372,8 @@ def main() -> None:
         if path:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text + "\n")
+    if args.json:
+        args.json.with_suffix(".partial.jsonl").unlink(missing_ok=True)
     if args.plot:
         plot_curves(rows, args.plot)
 

@@ -1,0 +1,50 @@
+"""benchmarks/conv_variants.py: its other ways of running a 4x4 stride-2 convolution compute the same thing."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "conv_variants.py"
+
+
+@pytest.fixture(scope="module")
+def conv_variants():
+    """benchmarks/conv_variants.py as a module (its folder on the path for its `machine` import)."""
+    sys.path.insert(0, str(BENCHMARK.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("conv_variants_benchmark", BENCHMARK)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARK.parent))
+    return module
+
+
+def test_the_layer_shapes_are_the_dcgan_discriminators(conv_variants) -> None:
+    from dcgan.networks.dcgan import DCGANDiscriminator
+
+    strided = [layer for layer in DCGANDiscriminator(image_size=64).features if isinstance(layer, torch.nn.Conv2d)]
+    sides = [64, 32, 16, 8]
+    assert conv_variants.layer_shapes(64) == [
+        (layer.in_channels, layer.out_channels, side) for layer, side in zip(strided, sides)]
+    assert conv_variants.layer_shapes(32) == [(3, 64, 32), (64, 128, 16), (128, 256, 8)]
+
+
+@pytest.mark.parametrize("name", ["space_to_depth", "unfold_matmul"])
+def test_each_variant_matches_the_native_convolution_and_its_gradients(conv_variants, name: str) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 8, 8, requires_grad=True)
+    weight = torch.randn(7, 5, 4, 4, requires_grad=True)
+    out = conv_variants.VARIANTS[name](x, weight)
+    reference = conv_variants.native(x, weight)
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
+    grad = torch.randn_like(reference)
+    got = torch.autograd.grad(out, (x, weight), grad)
+    expected = torch.autograd.grad(reference, (x, weight), grad)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
