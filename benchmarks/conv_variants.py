@@ -1,19 +1,28 @@
-"""Other ways to run the 64x64 discriminator's 4x4 stride-2 convolutions, timed against oneDNN's own.
+"""Other ways to run the 64x64 networks' 4x4 stride-2 convolutions, timed against oneDNN's own.
 
     python benchmarks/conv_variants.py [--batch 128] [--image-size 64] [--precision bf16] [--rounds 5] [--json PATH]
 
 The convolutions are 90% of the `dcgan` preset's bf16 step (`step_profile.py`), so a faster step
-has to run them differently. For each of D's 4x4 stride-2 layers (width 64, the preset's shapes),
-forward and backward (input and weight gradients, as in training) in three ways that compute the
-same thing:
+has to run them differently. For each 4x4 stride-2 layer (width 64, the preset's shapes), forward
+and backward (input and weight gradients, as in training), in ways that compute the same thing.
+D's convolutions:
 
 - `native`: `F.conv2d(x, w, stride=2, padding=1)`, what the networks run (oneDNN);
 - `space_to_depth`: the padded input's 2x2 pixel blocks moved into channels
   (`pixel_unshuffle`), then a 2x2 stride-1 convolution with the weights rearranged to match;
 - `unfold_matmul`: the 4x4 patches laid out as columns (`F.unfold`), then one batched matrix product.
 
-Rounds alternate the variants (A B C A B C ...); each reports its best round, in ms and in GFLOP/s
-(2 x multiply-adds of forward, input gradient and weight gradient). Run it with nothing else on the machine.
+G's transposed convolutions:
+
+- `native`: `F.conv_transpose2d(x, w, stride=2, padding=1)`;
+- `sub_pixel`: one 3x3 stride-1 convolution to four times the channels (one set per output pixel
+  parity, 4 of its 9 taps used), then `pixel_shuffle`: 2.25 times the multiply-adds, in the
+  convolution kernel that runs fastest here.
+
+Rounds alternate a layer's variants (A B C A B C ...); each reports its best round, in ms and in GFLOP/s
+(2 x multiply-adds of forward, input gradient and weight gradient), and the best square matrix
+product's rate in the same run (`roofline.py`'s ceiling) to read them against. Run it with nothing
+else on the machine.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from machine import cpu_name
+from roofline import matmul_peak
 
 
 def native(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -51,8 +61,29 @@ def unfold_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (weight.view(weight.shape[0], -1) @ columns).view(x.shape[0], -1, side, side)  # (B, O, side, side)
 
 
+def native_transposed(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The 4x4 stride-2 transposed convolution as the generator runs it."""
+    return F.conv_transpose2d(x, weight, stride=2, padding=1)
+
+
+# Output row 2i + parity takes input rows i - 1, i, i + 1 through these kernel rows (4: none).
+SUB_PIXEL_TAPS = torch.tensor([[3, 1, 4], [4, 2, 0]])
+
+
+def sub_pixel(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The same transposed convolution as a 3x3 convolution to each output pixel parity, then a pixel shuffle."""
+    in_channels, out_channels = weight.shape[:2]
+    padded = F.pad(weight, (0, 1, 0, 1))  # (C, O, 5, 5), row and column 4 zero
+    rows = padded[:, :, SUB_PIXEL_TAPS]  # (C, O, 2, 3, 5): [row parity, row tap]
+    kernel = rows[..., SUB_PIXEL_TAPS]  # (C, O, 2, 3, 2, 3): [..., column parity, column tap]
+    kernel = kernel.permute(1, 2, 4, 0, 3, 5).reshape(out_channels * 4, in_channels, 3, 3)
+    return F.pixel_shuffle(F.conv2d(x, kernel, padding=1), 2)  # (B, O, 2H, 2W)
+
+
 VARIANTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "native": native, "space_to_depth": space_to_depth, "unfold_matmul": unfold_matmul}
+TRANSPOSED_VARIANTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "native": native_transposed, "sub_pixel": sub_pixel}
 
 
 def layer_shapes(image_size: int, width: int = 64) -> list[tuple[int, int, int]]:
@@ -63,6 +94,11 @@ def layer_shapes(image_size: int, width: int = 64) -> list[tuple[int, int, int]]
         shapes.append((channels, out, side))
         channels, out, side = out, min(out * 2, width * 16), side // 2
     return shapes
+
+
+def transposed_shapes(image_size: int, width: int = 64) -> list[tuple[int, int, int]]:
+    """(in channels, out channels, input side) of the dcgan generator's stride-2 layers: D's, mirrored."""
+    return [(c_out, c_in, side // 2) for c_in, c_out, side in reversed(layer_shapes(image_size, width))]
 
 
 def time_variant(fn: Callable, x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype | None) -> float:
@@ -87,32 +123,40 @@ def main() -> None:
     dtype = torch.bfloat16 if args.precision == "bf16" else None
     torch.manual_seed(0)
     rows = []
-    for in_channels, out_channels, side in layer_shapes(args.image_size):
+    layers = [("D", VARIANTS, shape) for shape in layer_shapes(args.image_size)]
+    layers += [("G", TRANSPOSED_VARIANTS, shape) for shape in transposed_shapes(args.image_size)]
+    for network, variants, (in_channels, out_channels, side) in layers:
         x = torch.randn(args.batch, in_channels, side, side)
-        weight = torch.randn(out_channels, in_channels, 4, 4) * 0.02
-        reference = native(x, weight)
-        for name, fn in VARIANTS.items():  # the same numbers (fp32), else the timing means nothing
+        shape = (out_channels, in_channels) if network == "D" else (in_channels, out_channels)
+        weight = torch.randn(*shape, 4, 4) * 0.02
+        reference = variants["native"](x, weight)
+        for fn in variants.values():  # the same numbers (fp32), else the timing means nothing
             torch.testing.assert_close(fn(x, weight), reference, rtol=1e-4, atol=1e-4)
-        best = {name: float("inf") for name in VARIANTS}
+        best = {name: float("inf") for name in variants}
         for _ in range(args.rounds + 1):  # the first round warms up
-            for name, fn in VARIANTS.items():
+            for name, fn in variants.items():
                 best[name] = min(best[name], time_variant(fn, x, weight, dtype))
         passes = 3 if in_channels != 3 else 2
-        flops = passes * 2 * args.batch * out_channels * in_channels * 16 * (side // 2) ** 2
-        row = {"layer": f"{in_channels}->{out_channels}, {side}x{side}",
-               **{f"{name}_ms": best[name] * 1e3 for name in VARIANTS},
-               **{f"{name}_gflops": flops / best[name] / 1e9 for name in VARIANTS}}
+        output_side = side // 2 if network == "D" else side  # the side the 4x4 taps are summed over
+        flops = passes * 2 * args.batch * out_channels * in_channels * 16 * output_side ** 2
+        row = {"network": network, "layer": f"{in_channels}->{out_channels}, {side}x{side}",
+               **{f"{name}_ms": best[name] * 1e3 for name in variants},
+               **{f"{name}_gflops": flops / best[name] / 1e9 for name in variants}}
         rows.append(row)
-        print(f"{row['layer']}: " + ", ".join(f"{name} {best[name] * 1e3:.1f} ms ({flops / best[name] / 1e9:.0f} "
-                                               f"GFLOP/s)" for name in VARIANTS), flush=True)
-    total = {name: sum(row[f"{name}_ms"] for row in rows) for name in VARIANTS}
+        print(f"{network} {row['layer']}: " + ", ".join(
+            f"{name} {best[name] * 1e3:.1f} ms ({flops / best[name] / 1e9:.0f} GFLOP/s)" for name in variants),
+            flush=True)
+    total = {f"{network} {name}": sum(row[f"{name}_ms"] for row in rows if row["network"] == network)
+             for network, variants in (("D", VARIANTS), ("G", TRANSPOSED_VARIANTS)) for name in variants}
     print("all layers: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in total.items()))
+    peak = matmul_peak(dtype or torch.float32) / 1e9
+    print(f"best square matrix product: {peak:.0f} GFLOP/s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "batch": args.batch, "image_size": args.image_size, "precision": args.precision,
-            "rounds": args.rounds, "layers": rows, "total_ms": total}, indent=1) + "\n")
+            "rounds": args.rounds, "matmul_gflops": peak, "layers": rows, "total_ms": total}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

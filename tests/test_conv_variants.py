@@ -35,13 +35,26 @@ def test_the_layer_shapes_are_the_dcgan_discriminators(conv_variants) -> None:
     assert conv_variants.layer_shapes(32) == [(3, 64, 32), (64, 128, 16), (128, 256, 8)]
 
 
-@pytest.mark.parametrize("name", ["space_to_depth", "unfold_matmul"])
-def test_each_variant_matches_the_native_convolution_and_its_gradients(conv_variants, name: str) -> None:
+def test_the_transposed_shapes_are_the_dcgan_generators(conv_variants) -> None:
+    from dcgan.networks.dcgan import DCGANGenerator
+
+    strided = [layer for layer in DCGANGenerator(image_size=64).main
+               if isinstance(layer, torch.nn.ConvTranspose2d) and layer.stride == (2, 2)]
+    sides = [4, 8, 16, 32]
+    assert conv_variants.transposed_shapes(64) == [
+        (layer.in_channels, layer.out_channels, side) for layer, side in zip(strided, sides)]
+
+
+@pytest.mark.parametrize("name, transposed", [("space_to_depth", False), ("unfold_matmul", False),
+                                              ("sub_pixel", True)])
+def test_each_variant_matches_the_native_convolution_and_its_gradients(
+        conv_variants, name: str, transposed: bool) -> None:
     torch.manual_seed(0)
+    variants = conv_variants.TRANSPOSED_VARIANTS if transposed else conv_variants.VARIANTS
     x = torch.randn(2, 5, 8, 8, requires_grad=True)
-    weight = torch.randn(7, 5, 4, 4, requires_grad=True)
-    out = conv_variants.VARIANTS[name](x, weight)
-    reference = conv_variants.native(x, weight)
+    weight = torch.randn(*((5, 7) if transposed else (7, 5)), 4, 4, requires_grad=True)
+    out = variants[name](x, weight)
+    reference = variants["native"](x, weight)
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
     grad = torch.randn_like(reference)
     got = torch.autograd.grad(out, (x, weight), grad)
