@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,8 @@ from PIL import Image
 
 from dcgan.cli import main
 from dcgan.data import bundled_mnist_dir, read_idx
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def write_idx(path: Path, array: np.ndarray, *, compress: bool = False) -> Path:
@@ -141,3 +145,15 @@ def train_tiny_runs(root: Path, mnist_subset: dict, recipes: dict[str, tuple[str
         assert main(["train", "--data", str(data), *TINY, "--batch-size", "16", "--steps", str(steps), *flags,
                      "--out", str(root / name)]) == 0
     return {name: root / name for name in recipes}
+
+
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module (its folder on the path for its `machine` and `roofline` imports)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "conv_variants.py"
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def conv_variants():
-    """benchmarks/conv_variants.py as a module (its folder on the path for its `machine` import)."""
-    sys.path.insert(0, str(BENCHMARK.parent))
-    try:
-        spec = importlib.util.spec_from_file_location("conv_variants_benchmark", BENCHMARK)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARK.parent))
-    return module
+    """benchmarks/conv_variants.py as a module."""
+    return load_benchmark("conv_variants")
 
 
 def test_the_layer_shapes_are_the_dcgan_discriminators(conv_variants) -> None:

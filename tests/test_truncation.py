@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -15,7 +14,7 @@ import torch
 from PIL import Image
 
 import dcgan
-from conftest import snapshot, train_tiny_runs
+from conftest import load_benchmark, snapshot, train_tiny_runs
 from dcgan.images import grid_image, to_uint8
 from dcgan.interpolation import latent_walk, slerp
 from dcgan.ops import seeded_noise
@@ -23,7 +22,6 @@ from dcgan.sampling import TruncatedGenerator, load_generator, truncated
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "truncation.py"
 
 
 @pytest.fixture(scope="module")
@@ -188,18 +186,6 @@ def test_a_torchscript_file_applies_its_truncation_and_says_so(run_cli, runs: di
         torch.testing.assert_close(loaded(z, labels), generator(0.25 * z, labels), atol=1e-5, rtol=0)
 
 
-def load_benchmark():
-    """benchmarks/truncation.py as a module (its folder on the path for its `machine` import)."""
-    sys.path.insert(0, str(BENCHMARK.parent))
-    try:
-        spec = importlib.util.spec_from_file_location("truncation_benchmark", BENCHMARK)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARK.parent))
-    return module
-
-
 def test_the_benchmark_scores_each_psi_and_draws_the_same_noise_in_every_row_of_its_sheet(
         tmp_path: Path, mnist_subset: dict, idx_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "training").mkdir()
@@ -209,7 +195,7 @@ def test_the_benchmark_scores_each_psi_and_draws_the_same_noise_in_every_row_of_
         "truncation.py", "--checkpoint", str(run), "--psi", "1,0.5", "--num", "50", "--reference", str(idx_dir),
         "--json", str(out / "t.json"), "--markdown", str(out / "t.md"), "--plot", str(out / "t.png"),
         "--sheet", str(out / "sheet.png"), "--sheet-columns", "3"])
-    load_benchmark().main()
+    load_benchmark("truncation").main()
     report = json.loads((out / "t.json").read_text())
     assert report["truncations"] == [1.0, 0.5] and report["num_samples"] == 50
     assert [(row["preset"], row["truncation"]) for row in report["runs"]] == [("tutorial", 1.0), ("tutorial", 0.5)]
