@@ -14,8 +14,10 @@ from PIL import Image
 
 from conftest import TINY, snapshot
 from dcgan import data as data_module
+from dcgan.config import FOLDER_MINUTES, FileValues
 from dcgan.data import load_data
 from dcgan.errors import UserError
+from dcgan.training.prepare import new_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -240,6 +242,20 @@ def test_a_picture_folder_without_a_preset_trains_with_the_folder_preset(run_cli
     assert preset_of(tmp_path / "run") == ("folder", 32)  # the preset's own size
     assert tomllib.loads((tmp_path / "run" / "config.toml").read_text())["arch"] == "dcgan"
     assert "preset: folder (" in err and "--preset names another" in err
+
+
+def test_a_picture_folder_without_a_length_trains_for_the_folder_minutes(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    folder = str(flat_folder(tmp_path / "my_pictures"))
+    config = new_config({}, {"data": folder})
+    assert (config.epochs, config.steps, config.time_limit) == (0, 0, FOLDER_MINUTES)  # until the time runs out
+    assert f"length: {FOLDER_MINUTES:g} minutes" in capsys.readouterr().err
+    named = new_config({}, {"data": folder, "preset": "dcgan", "steps": 5})
+    assert (named.preset, named.steps, named.time_limit) == ("dcgan", 5, 0)
+    assert "length:" not in capsys.readouterr().err
+    from_file = new_config(FileValues({"epochs": 3}, path=tmp_path / "my.toml"), {"data": folder, "preset": "dcgan"})
+    assert (from_file.epochs, from_file.time_limit) == (3, 0)
+    assert new_config({}, {"data": "mnist"}).time_limit == 0  # MNIST-like data keeps its one epoch
 
 
 def test_a_zip_of_pictures_gets_the_folder_preset_too(run_cli, tmp_path: Path) -> None:

@@ -287,6 +287,7 @@ PRESETS["folder"] = {**PRESETS["default"], "arch": "dcgan", "image_size": 32}
 DEFAULT_PRESET = "default"  # used when neither a flag nor a config file names one
 FOLDER_PRESET = "folder"  # used instead when --data is the user's own pictures (a folder or a .zip)
 FOLDER_PRESET_WHY = "a quarter of --preset dcgan's FID or less at equal time on two colour sets, docs/quality.md"
+FOLDER_MINUTES = 20.0  # a folder run's length when none is named: one epoch of a few hundred pictures is seconds
 
 FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import FOLDER_PRESET, FOLDER_PRESET_WHY, TrainConfig, read_toml, resolve_config
+from ..config import FOLDER_MINUTES, FOLDER_PRESET, FOLDER_PRESET_WHY, TrainConfig, read_toml, resolve_config
 from ..data import is_picture_source
 from ..errors import UserError
 from .distributed import World
@@ -81,19 +81,29 @@ def prepare_run(*, resume: str | None, out: str | None, config_file: str | None,
 
 
 def new_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> TrainConfig:
-    """A new run's config; when `--data` is the user's own pictures and no preset is named, the folder preset.
+    """A new run's config; for the user's own pictures, the folder preset and length unless others are named.
 
     The `default` preset is the best measured on MNIST-like digits at 28x28; on colour pictures the
     `folder` preset was measured better (docs/quality.md, "Your own pictures"), so a folder or a
-    .zip gets it unless a flag or the config file names a preset.
+    .zip gets it unless a flag or the config file names a preset. One epoch of a few hundred pictures
+    takes seconds, so such a run lasts FOLDER_MINUTES unless its length is named.
     """
     data = flag_values.get("data") or file_values.get("data") or "mnist"
-    named = "preset" in flag_values or "preset" in file_values
-    if named or not is_picture_source(str(data)):
+    if not is_picture_source(str(data)):
         return resolve_config(file_values, flag_values)
-    config = resolve_config(file_values, flag_values, default_preset=FOLDER_PRESET)
-    print(f"preset: {FOLDER_PRESET} (the recipe measured best on colour pictures, {FOLDER_PRESET_WHY}; "
-          f"--preset names another)", file=sys.stderr)
+    named = flag_values.keys() | file_values.keys()
+    unnamed_length = not {"epochs", "steps", "time_limit"} & named
+    if unnamed_length:
+        flag_values = {**flag_values, "time_limit": FOLDER_MINUTES}
+    if "preset" in named:
+        config = resolve_config(file_values, flag_values)
+    else:
+        config = resolve_config(file_values, flag_values, default_preset=FOLDER_PRESET)
+        print(f"preset: {FOLDER_PRESET} (the recipe measured best on colour pictures, {FOLDER_PRESET_WHY}; "
+              f"--preset names another)", file=sys.stderr)
+    if unnamed_length:
+        print(f"length: {FOLDER_MINUTES:g} minutes of training (--steps, --epochs or --time-limit name another)",
+              file=sys.stderr)
     return config
 
 
