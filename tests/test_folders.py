@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import TINY, snapshot
 from dcgan import data as data_module
-from dcgan.config import FOLDER_MINUTES, FileValues
+from dcgan.config import FOLDER_MINUTES, FileValues, resolve_config
 from dcgan.data import load_data
 from dcgan.errors import UserError
 from dcgan.training.prepare import new_config
@@ -244,18 +244,25 @@ def test_a_picture_folder_without_a_preset_trains_with_the_folder_preset(run_cli
     assert "preset: folder (" in err and "--preset names another" in err
 
 
-def test_a_picture_folder_without_a_length_trains_for_the_folder_minutes(tmp_path: Path,
-                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_picture_folder_without_a_length_trains_for_the_folder_minutes(tmp_path: Path) -> None:
     folder = str(flat_folder(tmp_path / "my_pictures"))
-    config = new_config({}, {"data": folder})
+    config, notes = new_config({}, {"data": folder})
     assert (config.epochs, config.steps, config.time_limit) == (0, 0, FOLDER_MINUTES)  # until the time runs out
-    assert f"length: {FOLDER_MINUTES:g} minutes" in capsys.readouterr().err
-    named = new_config({}, {"data": folder, "preset": "dcgan", "steps": 5})
-    assert (named.preset, named.steps, named.time_limit) == ("dcgan", 5, 0)
-    assert "length:" not in capsys.readouterr().err
-    from_file = new_config(FileValues({"epochs": 3}, path=tmp_path / "my.toml"), {"data": folder, "preset": "dcgan"})
+    assert any(note.startswith(f"length: {FOLDER_MINUTES:g} minutes") for note in notes)
+    named, notes = new_config({}, {"data": folder, "preset": "dcgan", "steps": 5})
+    assert (named.preset, named.steps, named.time_limit) == ("dcgan", 5, 0) and notes == ()
+    from_file, _ = new_config(FileValues({"epochs": 3}, path=tmp_path / "my.toml"), {"data": folder, "preset": "dcgan"})
     assert (from_file.epochs, from_file.time_limit) == (3, 0)
-    assert new_config({}, {"data": "mnist"}).time_limit == 0  # MNIST-like data keeps its one epoch
+    assert new_config({}, {"data": "mnist"}) == (resolve_config({}, {}), ())  # MNIST-like data keeps its one epoch
+
+
+def test_the_log_names_the_chosen_length_only_once_the_data_has_loaded(run_cli, tmp_path: Path) -> None:
+    code, _, err = run_cli("train", "--data", flat_folder(tmp_path / "pictures"), *TINY, "--out", tmp_path / "run",
+                           "--time-limit", "0.01")
+    assert code == 0 and "length:" not in err, err  # named: nothing to say
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli("train", "--data", tmp_path / "empty", *TINY, "--out", tmp_path / "refused")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "length:" not in err, err
 
 
 def test_a_zip_of_pictures_gets_the_folder_preset_too(run_cli, tmp_path: Path) -> None:

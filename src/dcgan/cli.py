@@ -461,7 +461,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(distributed.describe(world), file=sys.stderr)
         result = train(prepared.config, run, resume=prepared.resume, init_weights=prepared.init_weights,
                        progress=not args.quiet,
-                       evaluator=evaluate_during_training, world=world)
+                       evaluator=evaluate_during_training, world=world, notes=prepared.notes)
         finished = True
     except KeyboardInterrupt as exc:  # a second signal: leave now; every file on disk is whole
         if world.is_main and root is not None:

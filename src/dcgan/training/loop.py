@@ -73,21 +73,23 @@ class Diverged(Exception):
 
 def train(config: TrainConfig, run: RunDirectory, *, resume: dict[str, Any] | None = None,
           init_weights: dict[str, Any] | None = None, progress: bool = True,
-          evaluator: EvaluatorFactory | None = None, world: World = World()) -> TrainResult:
+          evaluator: EvaluatorFactory | None = None, world: World = World(),
+          notes: tuple[str, ...] = ()) -> TrainResult:
     """Train a GAN as `config` says, writing everything into `run`; resumes from a checkpoint payload, or
     starts a new run from `init_weights`, the payload of `--init-from`'s checkpoint.
 
     `evaluator`, when given, builds the scorer of `--eval-every` from the final config (the
     classes and clusters are known only once the data is loaded). SIGINT/SIGTERM are caught
     from the start, so even a signal during set-up ends with a checkpoint. In a `world` of
-    several processes every rank calls this; rank 0 alone writes `run`.
+    several processes every rank calls this; rank 0 alone writes `run`. `notes` are logged once the
+    data has loaded (so that a refused `--data` is the only line).
     """
     if config.tensorboard and world.is_main:
         run = TensorBoardRun.mirroring(run)
     with StopRequest(quiet=not world.is_main) as stop:
         device = world.device(select_device(config.device))
         loop = agreed(world, lambda: set_up(config, run, device, resume=resume, init_weights=init_weights,
-                                            stop=stop, world=world))
+                                            stop=stop, world=world, notes=notes))
         if resume is None:
             from_main(world, lambda: run.start(loop.config))
             loop.save_samples()
@@ -104,7 +106,8 @@ def train(config: TrainConfig, run: RunDirectory, *, resume: dict[str, Any] | No
 
 
 def set_up(config: TrainConfig, run: RunDirectory, device: torch.device, *, resume: dict[str, Any] | None,
-           stop: StopRequest, world: World, init_weights: dict[str, Any] | None = None) -> TrainingLoop:
+           stop: StopRequest, world: World, init_weights: dict[str, Any] | None = None,
+           notes: tuple[str, ...] = ()) -> TrainingLoop:
     """Everything before the first step that involves no other rank: data, labels, networks, position."""
     if config.batch_size % world.size or config.batch_size // world.size < 2:
         raise UserError(f"--batch-size {config.batch_size} (the global batch) must split into equal parts of at "
@@ -118,6 +121,8 @@ def set_up(config: TrainConfig, run: RunDirectory, device: torch.device, *, resu
     log = to_stderr if world.is_main else lambda _: None
     if data.description:
         log(f"data: {data.description}")
+    for note in notes:
+        log(note)
     if not config.channels:  # from the data; said for image folders, where it is a finding
         config = config.replace(channels=data.images.shape[1])
         if data.mapped:

@@ -22,12 +22,14 @@ from .tensorboard import require_tensorboard
 @dataclass(frozen=True)
 class PreparedRun:
     """What to train: the config, the checkpoint payload to continue from (None: a new run), the run directory,
-    and the checkpoint payload whose weights a new run starts from (`--init-from`; None: random weights)."""
+    the checkpoint payload whose weights a new run starts from (`--init-from`; None: random weights), and
+    the log's lines on choices made for the user, said once the data has loaded."""
 
     config: TrainConfig
     resume: dict[str, Any] | None
     root: Path
     init_weights: dict[str, Any] | None = None
+    notes: tuple[str, ...] = ()
 
 
 def prepare_run(*, resume: str | None, out: str | None, config_file: str | None, flag_values: dict[str, Any],
@@ -43,7 +45,7 @@ def prepare_run(*, resume: str | None, out: str | None, config_file: str | None,
     `check_evaluation` checks the `--eval-every` settings of a config that has them, so a wrong
     `--eval-classifier` fails before training starts.
     """
-    continuing, init_weights = False, None
+    continuing, init_weights, notes = False, None, ()
     if resume:
         if out or config_file:
             raise UserError("--resume takes its settings from the run: drop --out and --config")
@@ -66,7 +68,7 @@ def prepare_run(*, resume: str | None, out: str | None, config_file: str | None,
             print(f"torchrun restart {world.restart}: continuing {root} from its last checkpoint", file=sys.stderr)
             config, payload = load_resume_point(root, flag_values, world_size=world.size)
         else:
-            config, payload = new_config(read_toml(config_file) if config_file else {}, flag_values), None
+            (config, notes), payload = new_config(read_toml(config_file) if config_file else {}, flag_values), None
             if not continuing:  # an --out in use is refused before anything else is checked or made
                 refuse_if_held(root, "--out")
                 RunDirectory.create(root)
@@ -77,34 +79,31 @@ def prepare_run(*, resume: str | None, out: str | None, config_file: str | None,
         require_tensorboard()
     if not resume and not continuing:
         new_run_directory(root, lock)
-    return PreparedRun(config, payload, root, init_weights)
+    return PreparedRun(config, payload, root, init_weights, notes)
 
 
-def new_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> TrainConfig:
-    """A new run's config; for the user's own pictures, the folder preset and length unless others are named.
+def new_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> tuple[TrainConfig, tuple[str, ...]]:
+    """A new run's config, and what the log says of choices made for the user.
 
-    The `default` preset is the best measured on MNIST-like digits at 28x28; on colour pictures the
-    `folder` preset was measured better (docs/quality.md, "Your own pictures"), so a folder or a
-    .zip gets it unless a flag or the config file names a preset. One epoch of a few hundred pictures
-    takes seconds, so such a run lasts FOLDER_MINUTES unless its length is named.
+    For the user's own pictures (a folder or a .zip) the `folder` preset, measured better on colour
+    pictures than `default`, the best on MNIST-like digits (docs/quality.md, "Your own pictures"),
+    unless a flag or the config file names a preset; and, since one epoch of a few hundred pictures
+    takes seconds, FOLDER_MINUTES of training unless the run's length is named.
     """
     data = flag_values.get("data") or file_values.get("data") or "mnist"
     if not is_picture_source(str(data)):
-        return resolve_config(file_values, flag_values)
+        return resolve_config(file_values, flag_values), ()
     named = flag_values.keys() | file_values.keys()
-    unnamed_length = not {"epochs", "steps", "time_limit"} & named
-    if unnamed_length:
+    notes = []
+    if "preset" not in named:
+        notes.append(f"preset: {FOLDER_PRESET} (the recipe measured best on colour pictures, {FOLDER_PRESET_WHY}; "
+                     f"--preset names another)")
+    if not {"epochs", "steps", "time_limit"} & named:
         flag_values = {**flag_values, "time_limit": FOLDER_MINUTES}
-    if "preset" in named:
-        config = resolve_config(file_values, flag_values)
-    else:
-        config = resolve_config(file_values, flag_values, default_preset=FOLDER_PRESET)
-        print(f"preset: {FOLDER_PRESET} (the recipe measured best on colour pictures, {FOLDER_PRESET_WHY}; "
-              f"--preset names another)", file=sys.stderr)
-    if unnamed_length:
-        print(f"length: {FOLDER_MINUTES:g} minutes of training (--steps, --epochs or --time-limit name another)",
-              file=sys.stderr)
-    return config
+        notes.append(f"length: {FOLDER_MINUTES:g} minutes of training (--steps, --epochs or --time-limit name "
+                     f"another)")
+    preset = {} if "preset" in named else {"default_preset": FOLDER_PRESET}
+    return resolve_config(file_values, flag_values, **preset), tuple(notes)
 
 
 def new_run_directory(root: Path, lock: RunLock) -> None:
