@@ -239,8 +239,9 @@ def test_a_picture_folder_without_a_preset_trains_with_the_folder_preset(run_cli
     folder = flat_folder(tmp_path / "my_pictures")
     code, _, err = run_cli("train", "--data", folder, *SMALL, "--out", tmp_path / "run")
     assert code == 0, err
-    assert preset_of(tmp_path / "run") == ("folder", 32)  # the preset's own size
-    assert tomllib.loads((tmp_path / "run" / "config.toml").read_text())["arch"] == "dcgan"
+    assert preset_of(tmp_path / "run") == ("folder", 64)  # the preset's own size
+    config = tomllib.loads((tmp_path / "run" / "config.toml").read_text())
+    assert (config["arch"], config["ada_target"]) == ("dcgan", 0.6)
     assert "preset: folder (" in err and "--preset names another" in err
 
 
@@ -267,10 +268,10 @@ def test_the_log_names_the_chosen_length_only_once_the_data_has_loaded(run_cli, 
 
 def test_a_zip_of_pictures_gets_the_folder_preset_too(run_cli, tmp_path: Path) -> None:
     archive = zip_of(class_folder(tmp_path / "animals"), tmp_path / "animals.zip")
-    code, _, err = run_cli("train", "--data", archive, *SMALL, "--image-size", "64", "--g-width", "4",
+    code, _, err = run_cli("train", "--data", archive, *SMALL, "--image-size", "32", "--g-width", "4",
                            "--d-width", "4", "--out", tmp_path / "run")
     assert code == 0, err
-    assert preset_of(tmp_path / "run") == ("folder", 64)  # a flag still wins over the preset
+    assert preset_of(tmp_path / "run") == ("folder", 32)  # a flag still wins over the preset
 
 
 def test_a_named_preset_or_mnist_like_data_keeps_its_preset(run_cli, tmp_path: Path, idx_dir: Path) -> None:
