@@ -24,6 +24,10 @@ Every run trains for `--minutes` of training time (`dcgan train --time-limit`), 
 scores `--num` samples of its last checkpoint. `--jobs N` trains N runs at once, each on
 cores / N threads: the recipes of one seed side by side, sharing the machine's load.
 
+`--score-at STEPS[,STEPS...]` also keeps each run's checkpoints at those steps and scores them as its
+last one (a row each, its `steps` the checkpoint's): one run of 2,000 steps gives the scores of one of
+1,000 steps too, since nothing in training depends on the run's length.
+
 `--eval-every STEPS` also scores 500 samples during training (`dcgan train --eval-every`). Those
 scores are against the whole folder too (`--eval-reference`), in the same feature network; they give each run's FID against training minutes (`--plot`) and its "second half rise":
 the FID at its end minus the lowest FID over the second half of its training time (above 0: the run
@@ -130,18 +134,25 @@ def score_real(pictures: Path, reference: Path, image_size: int, classifier: Pat
     return {key: scores[key] for key in SCORES}
 
 
-def resized_samples(run: Path, num: int, seed: int, size: int, threads: int) -> Path:
-    """NUM samples of RUN (noise seed SEED) resized to SIZE x SIZE (bilinear, antialiased), as a uint8 .npy."""
-    drawn = run / f"samples-{num}-{seed}.npy"
-    dcgan("generate", "--checkpoint", run, "--num", num, "--seed", seed, "--format", "npy", "--out", drawn,
+def resized_samples(checkpoint: Path, num: int, seed: int, size: int, threads: int, out: Path) -> Path:
+    """NUM samples of CHECKPOINT (noise seed SEED) resized to SIZE x SIZE (bilinear, antialiased), as a uint8 .npy in OUT."""
+    tag = checkpoint.stem if checkpoint.is_file() else "last"
+    drawn = out / f"samples-{tag}-{num}-{seed}.npy"
+    dcgan("generate", "--checkpoint", checkpoint, "--num", num, "--seed", seed, "--format", "npy", "--out", drawn,
           "--device", "cpu", threads=threads)
     array = np.load(drawn)
     images = torch.from_numpy(array[..., None] if array.ndim == 3 else array).permute(0, 3, 1, 2).float()  # (N, C, H, W)
     if images.shape[-1] != size:
         images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    out = run / f"samples-{num}-{seed}-{size}px.npy"
+    out = out / f"samples-{tag}-{num}-{seed}-{size}px.npy"
     np.save(out, images.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
     return out
+
+
+def checkpoint_plan(steps: list[int], run_steps: int | None) -> tuple[int, int]:
+    """`--checkpoint-every` and `--keep-checkpoints` that keep a checkpoint at each of STEPS in a run of RUN_STEPS."""
+    every = math.gcd(*steps)
+    return every, max(*steps, run_steps or 0) // every + 1
 
 
 def fid_curve(metrics_csv: Path) -> list[tuple[float, float]]:
@@ -172,6 +183,11 @@ def cell(values: list[float | None], digits: int) -> str:
     return f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
+def row_group(row: dict) -> tuple:
+    """The seeds of one table row share this: subset, recipe and (for a `--score-at` checkpoint) its step."""
+    return row["subset"], row["recipe"], row.get("kept_step")
+
+
 def markdown(rows: list[dict], floors: list[dict], header: list[str]) -> str:
     """One table per set: a row per (subset, recipe), mean ± sd over its seeds, and each subset's real pictures."""
     lines = [*header, ""]
@@ -180,9 +196,11 @@ def markdown(rows: list[dict], floors: list[dict], header: list[str]) -> str:
                   "| subset | recipe | seeds | steps | FID | KID | precision | recall | second-half FID rise |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         in_set = [row for row in rows if row["set"] == set_name]
-        for subset, recipe in dict.fromkeys((row["subset"], row["recipe"]) for row in in_set):
-            runs = [row for row in in_set if row["subset"] == subset and row["recipe"] == recipe]
-            lines.append(f"| {subset or 'all'} | `{recipe}` | {len(runs)} | {cell([r['steps'] for r in runs], 0)} | "
+        for group in dict.fromkeys(row_group(row) for row in in_set):
+            runs = [row for row in in_set if row_group(row) == group]
+            subset, recipe, kept_step = group
+            name = f"`{recipe}`" + (f" at step {kept_step}" if kept_step else "")
+            lines.append(f"| {subset or 'all'} | {name} | {len(runs)} | {cell([r['steps'] for r in runs], 0)} | "
                          f"{cell([r['fid'] for r in runs], 3)} | {cell([r['kid'] for r in runs], 4)} | "
                          f"{cell([r['precision'] for r in runs], 3)} | {cell([r['recall'] for r in runs], 3)} | "
                          f"{cell([r['second_half_rise'] for r in runs], 3)} |")
@@ -244,6 +262,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--subset-seed", type=int, default=0, help="seed of the subsets' choice")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, each on cores / jobs threads")
     parser.add_argument("--eval-every", type=int, default=0, help="steps between FID evaluations during training")
+    parser.add_argument("--score-at", metavar="STEPS[,STEPS...]",
+                        help="also score each run's checkpoints at these steps (a row each)")
     parser.add_argument("--num", type=int, default=2000, help="samples scored per run")
     parser.add_argument("--features", choices=("contrastive", "classes", "auto"), default="contrastive",
                         help="what the feature network learns (`dcgan classifier train --features`)")
@@ -272,6 +292,12 @@ def parse_args() -> argparse.Namespace:
         for size in args.subsets:
             if size is not None and not 2 <= size <= count:
                 parser.error(f"--subset {size}: from 2 to the {count} pictures of {folder}")
+    try:
+        args.score_steps = sorted({int(s) for s in args.score_at.split(",")}) if args.score_at else []
+    except ValueError:
+        parser.error(f"--score-at {args.score_at}: whole numbers separated by commas")
+    if any(step < 1 for step in args.score_steps):
+        parser.error(f"--score-at {args.score_at}: steps from 1")
     if args.jobs < 1:
         parser.error("--jobs: at least 1")
     if args.eval_every < 0:
@@ -315,48 +341,65 @@ def main() -> None:
             partial.parent.mkdir(parents=True, exist_ok=True)
         partial_lock = threading.Lock()
 
-        def one_run(run: Run) -> dict:
+        def one_run(run: Run) -> list[dict]:
             flags, size = args.recipes[run.recipe], sizes[run.recipe]
             out = tmp / "runs" / f"{run.set_name}-{run.subset_name}-{run.recipe}-{run.seed}"
             classifier = features[run.set_name, scored_at[run.recipe]]
             evaluation = (["--eval-every", args.eval_every, "--eval-classifier", classifier,
                            "--eval-samples", EVAL_SAMPLES, "--eval-reference", wholes[run.set_name]]
                           if args.eval_every else [])
+            keeping = []
+            if args.score_steps:
+                every, keep = checkpoint_plan(args.score_steps, int(flag_value(flags, "--steps") or 0))
+                keeping = ["--checkpoint-every", every, "--keep-checkpoints", keep]
             dcgan("train", "--data", folders[run.set_name, run.subset], *flags, "--image-size", size,
-                  "--time-limit", args.minutes, "--seed", run.seed, *evaluation, "--device", "cpu", "--quiet",
-                  "--out", out, threads=threads)
-            if args.score_size:
-                samples = resized_samples(out, args.num, run.seed, args.score_size, threads)
-                source = ["--samples", samples]
-            else:
-                source = ["--checkpoint", out, "--num", args.num, "--seed", run.seed]
-            scores = json.loads(dcgan("evaluate", *source, "--classifier", classifier, "--reference",
-                                      wholes[run.set_name], "--device", "cpu",
-                                      threads=threads).strip().splitlines()[-1])
-            last = read_metrics(out / "metrics.csv")[-1]
+                  "--time-limit", args.minutes, "--seed", run.seed, *evaluation, *keeping, "--device", "cpu",
+                  "--quiet", "--out", out, threads=threads)
+            metrics = read_metrics(out / "metrics.csv")
+            last_step = int(metrics[-1]["step"])
+            kept = {step: out / "checkpoints" / f"step_{step:08d}.pt" for step in args.score_steps if step != last_step}
+            for step, path in kept.items():
+                if not path.exists():  # the time limit stopped the run before it, or between two checkpoints
+                    print(f"{run.set_name} {run.subset_name} {run.recipe} seed {run.seed}: no checkpoint at step "
+                          f"{step}, not scored", flush=True)
+            checkpoints = {**{step: path for step, path in kept.items() if path.exists()}, last_step: out}
             curve = fid_curve(out / "metrics.csv")
-            row = {"set": run.set_name, "subset": run.subset, "recipe": run.recipe, "flags": shlex.join(flags),
-                   "image_size": size, "seed": run.seed, "steps": int(last["step"]),
-                   "train_minutes": last["wall_time"] / 60, **{key: scores[key] for key in SCORES},
-                   "second_half_rise": second_half_rise(curve), "fid_curve": curve}
-            rise = "" if row["second_half_rise"] is None else f", second-half rise {row['second_half_rise']:.3f}"
-            print(f"{run.set_name} {run.subset_name} {run.recipe} seed {run.seed}: {row['steps']} steps, "
-                  f"FID {row['fid']:.3f}, precision {row['precision']:.3f}, recall {row['recall']:.3f}{rise}",
-                  flush=True)
-            if partial:
-                with partial_lock, partial.open("a") as lines:
-                    lines.write(json.dumps(row) + "\n")
+            rows = []
+            for step, checkpoint in checkpoints.items():
+                if args.score_size:
+                    samples = resized_samples(checkpoint, args.num, run.seed, args.score_size, threads, out)
+                    source = ["--samples", samples]
+                else:
+                    source = ["--checkpoint", checkpoint, "--num", args.num, "--seed", run.seed]
+                scores = json.loads(dcgan("evaluate", *source, "--classifier", classifier, "--reference",
+                                          wholes[run.set_name], "--device", "cpu",
+                                          threads=threads).strip().splitlines()[-1])
+                minutes = next(row["wall_time"] for row in metrics if int(row["step"]) >= step) / 60
+                row = {"set": run.set_name, "subset": run.subset, "recipe": run.recipe, "flags": shlex.join(flags),
+                       "image_size": size, "seed": run.seed, "steps": step, "train_minutes": minutes,
+                       "kept_step": None if step == last_step else step,
+                       **{key: scores[key] for key in SCORES},
+                       "second_half_rise": second_half_rise(curve) if step == last_step else None,
+                       "fid_curve": curve if step == last_step else []}
+                rise = "" if row["second_half_rise"] is None else f", second-half rise {row['second_half_rise']:.3f}"
+                print(f"{run.set_name} {run.subset_name} {run.recipe} seed {run.seed}: {row['steps']} steps, "
+                      f"FID {row['fid']:.3f}, precision {row['precision']:.3f}, recall {row['recall']:.3f}{rise}",
+                      flush=True)
+                if partial:
+                    with partial_lock, partial.open("a") as lines:
+                        lines.write(json.dumps(row) + "\n")
+                rows.append(row)
             if args.grids and run.seed == args.seed_list[0]:
                 args.grids.mkdir(parents=True, exist_ok=True)
                 grid = sorted((out / "samples").glob("step_*.png"))[-1]
                 shutil.copy(grid, args.grids / f"{run.set_name}-{run.subset_name}-{run.recipe}-grid.png")
-            return row
+            return rows
 
         # the recipes of one seed side by side, so that the runs compared share the machine's load
         runs = [Run(folder.name, subset, recipe, seed) for folder in args.data for subset in args.subsets
                 for seed in args.seed_list for recipe in args.recipes]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            rows = list(pool.map(one_run, runs))
+            rows = [row for run_rows in pool.map(one_run, runs) for row in run_rows]
     command = shlex.join(["python", *sys.argv])
     header = [f"CPU: {cpu_name()} ({cores} cores); {args.minutes:g} minutes of training per run, {args.jobs} run(s) "
               f"at once on {threads} thread(s) each; {args.num} samples scored against the whole folder"
