@@ -12,7 +12,8 @@ from dcgan.config import TrainConfig
 from dcgan import device
 from dcgan.device import autocast_for, resolve_precision
 from dcgan.data import ImageData, ShuffledBatches
-from dcgan.training.loop import Logger, TrainingLoop, train
+from dcgan.training import loop as loop_module
+from dcgan.training.loop import WARMUP_STEPS, Clock, Logger, TrainingLoop, train
 from dcgan.training.rundir import RunDirectory
 from dcgan.training.state import Position
 from dcgan.training.step import TrainingStep, build_gan, learning_rates
@@ -136,6 +137,25 @@ def test_logger_writes_the_same_means_as_per_step_logging(tmp_path: Path) -> Non
     assert [row[k] for k in ("d_loss", "d_real", "d_fake", "g_loss")] == pytest.approx(means.tolist(), rel=1e-5)
     assert row["step"] == 7 and row["images_per_s"] == pytest.approx(7 * 32 / 2.0)
     assert logger.count == 0 and logger.sums.abs().sum() == 0
+
+
+def test_the_clock_counts_images_per_second_after_the_warm_up_or_over_a_run_no_longer(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(loop_module.time, "perf_counter", lambda: now[0])
+    position = Position()
+    clock = Clock(position, time_limit_minutes=0, device=CPU)
+
+    def steps(count: int, seconds_each: float) -> None:
+        for _ in range(count):
+            now[0] += seconds_each
+            position.step += 1
+            clock.tick(position, sync=False)
+
+    steps(WARMUP_STEPS, 1.0)  # slow first steps
+    assert clock.images_per_s(position, 32) == pytest.approx(32 / 1.0)  # a run that ends here: all of it
+    steps(10, 0.5)
+    assert clock.images_per_s(position, 32) == pytest.approx(32 / 0.5)  # later: the steps after the warm-up
+    assert position.train_seconds == pytest.approx(WARMUP_STEPS + 5.0)
 
 
 @pytest.mark.slow

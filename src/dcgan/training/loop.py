@@ -164,7 +164,7 @@ class Clock:
         self.last = time.perf_counter()
         self.deadline = position.train_seconds + time_limit_minutes * 60 if time_limit_minutes else math.inf
         self.first_step = self.warm_step = position.step
-        self.warm_seconds = position.train_seconds
+        self.first_seconds = self.warm_seconds = position.train_seconds
 
     def tick(self, position: Position, *, sync: bool) -> None:
         """Add the time since the last tick to the position's training time."""
@@ -186,8 +186,10 @@ class Clock:
         self.last = time.perf_counter()
 
     def images_per_s(self, position: Position, batch_size: int) -> float:
-        """Throughput since the warm-up (or the whole run when it was shorter)."""
+        """Throughput since the warm-up (or over the whole run when it ended no later)."""
         seconds, steps = position.train_seconds - self.warm_seconds, position.step - self.warm_step
+        if steps == 0:
+            seconds, steps = position.train_seconds - self.first_seconds, position.step - self.first_step
         return steps * batch_size / seconds if seconds > 0 and steps > 0 else 0.0
 
 
