@@ -248,7 +248,7 @@ def test_a_picture_folder_without_a_preset_trains_with_the_folder_preset(run_cli
 def test_a_picture_folder_without_a_length_trains_for_the_folder_minutes(tmp_path: Path) -> None:
     folder = str(flat_folder(tmp_path / "my_pictures"))
     config, notes = new_config({}, {"data": folder})
-    assert (config.preset, config.image_size, config.latent_dim) == ("folder", 64, 64)
+    assert (config.preset, config.image_size, config.latent_dim, config.mode_seeking) == ("folder", 64, 64, 1.5)
     assert (config.epochs, config.steps, config.time_limit) == (0, 0, FOLDER_MINUTES)  # until the time runs out
     assert any(note.startswith(f"length: {FOLDER_MINUTES:g} minutes") for note in notes)
     named, notes = new_config({}, {"data": folder, "preset": "dcgan", "steps": 5})
