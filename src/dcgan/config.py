@@ -281,12 +281,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                     "mode_seeking_pairs": True, "mismatched_labels": True, "lr_d": 5e-4},
 }
 # Your own pictures: `default`'s recipe with Radford et al.'s networks at 64x64, adaptive augmentation,
-# 64-dimensional noise and mode seeking at 1.5. At ten minutes of training on a 2-core CPU (three seeds, two colour sets,
-# docs/quality.md, "Your own pictures"), it scores a third of `default`'s FID at 32x32 and under a
-# tenth of `dcgan`'s; at five minutes or less, `--image-size 32` draws more in the time. The
-# augmentation keeps a few hundred pictures from being learnt by heart, and stays off while D does
-# not overfit; wider noise than MNIST's 16 and twice the mode seeking cover more of a varied set
-# (recall 0.34 and 0.26 against 0.25 and 0.19, at a lower FID).
+# 64-dimensional noise and mode seeking at 1.5. At ten minutes of training on a 2-core CPU (three
+# seeds, two colour sets, docs/quality.md, "Your own pictures"), it scores a third of `default`'s FID
+# at 32x32 and under a tenth of `dcgan`'s; at five minutes or less, `--image-size 32` draws more in
+# the time. The augmentation keeps a few hundred pictures from being learnt by heart, and stays off
+# while D does not overfit; wider noise than MNIST's 16 and twice the mode seeking cover more of a
+# varied set (recall 0.34 and 0.26 against 0.25 and 0.19, at a lower FID).
 PRESETS["folder"] = {**PRESETS["default"], "arch": "dcgan", "image_size": 64, "latent_dim": 64, "mode_seeking": 1.5,
                      "ada_target": 0.6}
 DEFAULT_PRESET = "default"  # used when neither a flag nor a config file names one
