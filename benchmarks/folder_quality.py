@@ -155,9 +155,9 @@ def checkpoint_plan(steps: list[int], run_steps: int | None) -> tuple[int, int]:
     return every, max(*steps, run_steps or 0) // every + 1
 
 
-def fid_curve(metrics_csv: Path) -> list[tuple[float, float]]:
-    """(training minutes, FID) of each evaluation during a run."""
-    return [(row["wall_time"] / 60, row["fid"]) for row in read_metrics(metrics_csv)
+def fid_curve(metrics: list[dict]) -> list[tuple[float, float]]:
+    """(training minutes, FID) of each evaluation during a run, from its metrics.csv rows."""
+    return [(row["wall_time"] / 60, row["fid"]) for row in metrics
             if math.isfinite(row.get("fid", math.nan))]
 
 
@@ -357,13 +357,16 @@ def main() -> None:
                   "--quiet", "--out", out, threads=threads)
             metrics = read_metrics(out / "metrics.csv")
             last_step = int(metrics[-1]["step"])
-            kept = {step: out / "checkpoints" / f"step_{step:08d}.pt" for step in args.score_steps if step != last_step}
-            for step, path in kept.items():
-                if not path.exists():  # the time limit stopped the run before it, or between two checkpoints
+            checkpoints = {}
+            for step in (step for step in args.score_steps if step != last_step):
+                path = out / "checkpoints" / f"step_{step:08d}.pt"
+                if path.exists():
+                    checkpoints[step] = path
+                else:  # the time limit stopped the run before it, or between two checkpoints
                     print(f"{run.set_name} {run.subset_name} {run.recipe} seed {run.seed}: no checkpoint at step "
                           f"{step}, not scored", flush=True)
-            checkpoints = {**{step: path for step, path in kept.items() if path.exists()}, last_step: out}
-            curve = fid_curve(out / "metrics.csv")
+            checkpoints[last_step] = out
+            curve = fid_curve(metrics)
             rows = []
             for step, checkpoint in checkpoints.items():
                 if args.score_size:
