@@ -111,7 +111,15 @@ def write_subset(folder: Path, size: int, seed: int, out: Path) -> Path:
 
 
 def train_features(folder: Path, image_size: int, features: str, epochs: int | None, out: Path) -> tuple[Path, str]:
-    """Train the feature network of FOLDER at IMAGE_SIZE into OUT; returns it and its report line."""
+    """Train the feature network of FOLDER at IMAGE_SIZE into OUT; returns it and its report line.
+
+    Where OUT and its report (OUT with `.txt`) exist already (`--keep-features`), they are reused.
+    """
+    kept_report = out.with_suffix(".txt")
+    if out.is_file() and kept_report.is_file():
+        report = kept_report.read_text().strip()
+        print(f"feature network of {folder.name} at {image_size}x{image_size}, kept in {out}: {report}", flush=True)
+        return out, report
     command = ["classifier", "train", "--data", folder, "--image-size", image_size, "--channels", 3,
                "--out", out, "--quiet", *(["--epochs", epochs] if epochs else [])]
     if "--features" in dcgan("classifier", "train", "--help"):
@@ -120,6 +128,7 @@ def train_features(folder: Path, image_size: int, features: str, epochs: int | N
         sys.exit(f"folder_quality.py: error: --features {features}: this dcgan's `classifier train` has no "
                  f"--features option (it trains on classes only); use --features classes")
     report = dcgan(*command).strip().splitlines()[-1]
+    kept_report.write_text(report + "\n")
     print(f"feature network of {folder.name} at {image_size}x{image_size}: {report}", flush=True)
     return out, report
 
@@ -269,6 +278,9 @@ def parse_args() -> argparse.Namespace:
                         help="what the feature network learns (`dcgan classifier train --features`)")
     parser.add_argument("--classifier-epochs", type=int,
                         help="epochs of the feature network (default: `dcgan classifier train`'s)")
+    parser.add_argument("--keep-features", type=Path, metavar="DIR",
+                        help="keep the feature networks in DIR, and reuse those a study with the same folder "
+                             "name, size, --features and --classifier-epochs left there")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--plot", type=Path, help="PNG of FID against training minutes (needs --eval-every)")
@@ -298,6 +310,8 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"--score-at {args.score_at}: whole numbers separated by commas")
     if any(step < 1 for step in args.score_steps):
         parser.error(f"--score-at {args.score_at}: steps from 1")
+    if args.keep_features:
+        args.keep_features.mkdir(parents=True, exist_ok=True)
     if args.jobs < 1:
         parser.error("--jobs: at least 1")
     if args.eval_every < 0:
@@ -321,8 +335,9 @@ def main() -> None:
         features, reports, folders, floors = {}, {}, {}, []
         for folder in args.data:
             for size in dict.fromkeys(scored_at.values()):
+                name = f"features-{folder.name}-{size}-{args.features}-{args.classifier_epochs or 'default'}.pt"
                 features[folder.name, size], reports[f"{folder.name} {size}px"] = train_features(
-                    folder, size, args.features, args.classifier_epochs, tmp / f"features-{folder.name}-{size}.pt")
+                    folder, size, args.features, args.classifier_epochs, (args.keep_features or tmp) / name)
             for subset in args.subsets:
                 if subset is None:
                     folders[folder.name, None] = folder
