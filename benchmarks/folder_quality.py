@@ -12,7 +12,9 @@ per image size the recipes use (`dcgan classifier train --features contrastive` 
 learnt without labels, so a flat folder and one in class subfolders are scored in the same kind of
 features; `--features classes` needs class subfolders). The network is trained on the folder's real
 pictures, never on generated ones, and one network serves every subset, recipe and seed of its size,
-so their scores can be compared.
+so their scores can be compared. `--keep-features DIR` keeps them in DIR, and a later study with the
+same folders, sizes and feature options reuses them instead of training them again (minutes each):
+its scores can then be compared with the first study's.
 
 `--subset N[,N...]` trains on N pictures of the folder, a seeded random choice (`--subset-seed`) that
 is the same for every recipe and seed, written as a temporary flat folder. Every run, on a subset or

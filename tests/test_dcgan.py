@@ -18,7 +18,7 @@ from dcgan.config import DCGAN_SIZES, TrainConfig, resolve_config
 from dcgan.data import load_data
 from dcgan.errors import UserError
 from dcgan.networks import build_discriminator
-from dcgan.networks.dcgan import DCGANDiscriminator, DCGANGenerator
+from dcgan.networks.dcgan import DCGANDiscriminator, DCGANGenerator, MinibatchStd
 from dcgan.training.step import Logits, TrainingStep, build_gan
 
 CPU = torch.device("cpu")
@@ -93,18 +93,45 @@ def test_a_discriminator_with_batch_norm_sees_real_and_generated_images_in_separ
     assert not Logits(build_discriminator(TrainConfig(channels=1))).separate  # the tutorial's D: one pass
 
 
+def test_minibatch_std_adds_the_spread_of_each_group_of_four_as_a_channel() -> None:
+    maps = torch.zeros(8, 2, 3, 3)
+    maps[0] = 1.0  # image 0's group is images 0, 2, 4, 6 (image i in group i mod 2): one of four at 1
+    spread = MinibatchStd()(maps)
+    assert spread.shape == (8, 3, 3, 3)
+    torch.testing.assert_close(spread[:, :2], maps)  # the maps pass unchanged
+    expected = torch.tensor([math.sqrt(3 / 16 + 1e-8), math.sqrt(1e-8)]).repeat(4)  # var of (1, 0, 0, 0): 3/16
+    torch.testing.assert_close(spread[:, 2], expected.view(8, 1, 1).expand(8, 3, 3))
+    assert MinibatchStd()(torch.ones(3, 2, 3, 3))[:, 2].max() < 1e-3  # 3 images: groups of one, no spread
+
+
+def test_a_discriminator_with_minibatch_std_judges_a_batch_of_alike_images_differently() -> None:
+    torch.manual_seed(0)
+    discriminator = DCGANDiscriminator(channels=3, image_size=32, width=4, minibatch_std=True).eval()
+    assert discriminator.feature_dim == (4 * 4 + 1) * 16 and isinstance(discriminator.features[-2], MinibatchStd)
+    image = torch.randn(1, 3, 32, 32)
+    varied = torch.cat([image, torch.randn(3, 3, 32, 32)])
+    alike = image.repeat(4, 1, 1, 1)
+    assert not torch.allclose(discriminator.logits(varied)[0], discriminator.logits(alike)[0])  # the same image
+    plain = DCGANDiscriminator(channels=3, image_size=32, width=4).eval()
+    torch.testing.assert_close(plain.logits(varied)[0], plain.logits(alike)[0])  # without: the image alone counts
+    assert Logits(nn.Sequential(MinibatchStd())).separate  # real and generated images never share a group
+    with pytest.raises(UserError, match="--minibatch-std is an option of the dcgan architecture"):
+        TrainConfig(minibatch_std=True)
+
+
 RECIPES = {
     "plain": {}, "conditional": {"conditional": True, "num_classes": 10}, "clusters": {"clusters": 3},
     "mode-seeking": {"mode_seeking": 1.0}, "ema": {"ema_decay": 0.9}, "hinge": {"loss": "hinge"},
     "lsgan": {"loss": "lsgan"}, "spectral-norm": {"spectral_norm": True}, "augment": {"augment": True},
     "d-steps": {"d_steps": 2}, "reuse-fake": {"reuse_fake": True}, "r1": {"r1": 1.0},
+    "minibatch-std": {"minibatch_std": True, "clusters": 3},
 }
 ARCHES = {"tutorial": dict(image_size=8, latent_dim=4),
           "dcgan": dict(arch="dcgan", image_size=32, latent_dim=8, g_width=4, d_width=4)}
 
 
-@pytest.mark.parametrize("arch", ARCHES)
-@pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize(("arch", "recipe"), [(arch, recipe) for recipe in RECIPES for arch in ARCHES
+                                               if (arch, recipe) != ("tutorial", "minibatch-std")])  # dcgan's only
 def test_every_recipe_option_trains_with_both_architectures(arch: str, recipe: str) -> None:
     torch.manual_seed(0)
     config = TrainConfig(channels=3, precision="fp32", **ARCHES[arch], **RECIPES[recipe])

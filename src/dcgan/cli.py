@@ -121,6 +121,9 @@ def _add_train(sub: Any) -> None:
                    help="dcgan: G's channels at half the image size, doubling as the maps halve (default 64)")
     g.add_argument("--d-width", type=_positive_int, default=s, metavar="N",
                    help="dcgan: D's channels after its first layer, doubling as the maps halve (default 64)")
+    g.add_argument("--minibatch-std", action=argparse.BooleanOptionalAction, default=s,
+                   help="dcgan: D's last maps gain a channel of how much the images of each group of 4 differ, "
+                        "so a batch of alike images is easy to tell from a real one (Karras et al. 2018)")
     g.add_argument("--latent-dim", type=_positive_int, default=s)
     g.add_argument("--batch-size", type=_positive_int, default=s)
     g.add_argument("--lr-d", type=_positive_float, default=s, help="discriminator learning rate")

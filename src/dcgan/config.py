@@ -128,6 +128,7 @@ class TrainConfig:
     latent_dim: int = 16
     g_width: int = 64  # dcgan: G's channels at half the image size (doubling as the maps halve)
     d_width: int = 64  # dcgan: D's channels after its first layer
+    minibatch_std: bool = False  # dcgan: D sees how much the images of each group of 4 differ (Karras et al., 2018)
     # optimisation (the tutorial's values)
     batch_size: int = 32
     lr_d: float = 1e-3
@@ -235,6 +236,8 @@ class TrainConfig:
             self._refuse("must be a multiple of 4", "image_size")
         if self.arch == "tutorial" and self.image_size > TUTORIAL_MAX_SIZE:
             self._refuse(f"must be at most {TUTORIAL_MAX_SIZE} with the tutorial architecture", "image_size")
+        if self.arch == "tutorial" and self.minibatch_std:
+            self._refuse("is an option of the dcgan architecture (add --arch dcgan)", "minibatch_std")
         if self.arch == "tutorial" and (self.g_width, self.d_width) != (64, 64):
             self._refuse("{g_width} and {d_width} set the dcgan architecture's widths; the tutorial's are "
                          "fixed (add --arch dcgan)", "g_width", "d_width", "arch")
@@ -267,7 +270,7 @@ class TrainConfig:
 TUTORIAL = dict(latent_dim=16, batch_size=32, lr_d=1e-3, lr_g=2e-4, beta1=0.5, beta2=0.999, loss="bce",
                 spectral_norm=False, ema_decay=0.0, d_steps=1, r1=0.0, augment=False, conditional=False, clusters=0,
                 mode_seeking=0.0, mode_seeking_pairs=False, mismatched_labels=False, ada_target=0.0, mirror=False,
-                lecam=0.0)
+                lecam=0.0, minibatch_std=False)
 # `default` and `conditional` are the best recipes measured so far (docs/quality.md has the numbers).
 PRESETS: dict[str, dict[str, Any]] = {
     "tutorial": TUTORIAL,

@@ -45,7 +45,8 @@ class Architecture:
 ARCHITECTURES: dict[str, Callable[[TrainConfig], Architecture]] = {
     "tutorial": lambda config: Architecture(TutorialGenerator, TutorialDiscriminator),
     "dcgan": lambda config: Architecture(partial(DCGANGenerator, width=config.g_width),
-                                         partial(DCGANDiscriminator, width=config.d_width)),
+                                         partial(DCGANDiscriminator, width=config.d_width,
+                                                 minibatch_std=config.minibatch_std)),
 }
 
 

@@ -3,7 +3,8 @@
 G: the noise as a 1x1 map, a 4x4 transposed convolution to 4x4, then 4x4 stride-2 transposed
 convolutions doubling the size up to the image, batch norm and ReLU after each but the last,
 Tanh out. D: 4x4 stride-2 convolutions halving the size down to 4x4, LeakyReLU 0.2, batch norm
-after each but the first, then a 4x4 convolution to one logit. Weights start from N(0, 0.02),
+after each but the first, then a 4x4 convolution to one logit; with `minibatch_std`, the 4x4 maps
+gain a channel of their spread over groups of images first. Weights start from N(0, 0.02),
 batch-norm scales from N(1, 0.02). Shapes are written for 64x64 and width 64; the widths double
 as the maps halve, up to 16 times the base width.
 """
@@ -67,13 +68,40 @@ class DCGANGenerator(nn.Module):
         return None
 
 
+class MinibatchStd(nn.Module):
+    """(B, C, H, W) -> (B, C + 1, H, W): a channel holding how much the images of each one's group differ.
+
+    The batch is cut into groups of `group_size` (fewer when B is not a multiple of it); the added
+    channel is the standard deviation of each feature over the group, averaged over features and
+    positions (Karras et al., 2018). A generator whose images are all alike gives D a low value
+    that no real batch gives, so D can tell a collapsed batch from a real one and G is pushed to
+    vary its images.
+    """
+
+    batch_dependent = True  # an image's output depends on the other images in its batch
+
+    def __init__(self, *, group_size: int = 4) -> None:
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        group = math.gcd(batch, self.group_size)
+        # image i is in group i mod (B / group), as in StyleGAN: (group, B / group, C, H, W)
+        grouped = x.float().view(group, batch // group, channels, height, width)
+        spread = (grouped.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (B / group,)
+        channel = spread.repeat(group).view(batch, 1, 1, 1).expand(batch, 1, height, width)  # (B, 1, H, W)
+        return torch.cat([x, channel.to(x.dtype)], dim=1)
+
+
 class DCGANDiscriminator(nn.Module):
     """Images (B, channels, image_size, image_size) -> probability of being real, (B, 1).
 
     `features` ends at the 4x4 maps (flattened); `classify` is the final 4x4 convolution to one logit.
     """
 
-    def __init__(self, *, channels: int = 3, image_size: int = 64, width: int = 64) -> None:
+    def __init__(self, *, channels: int = 3, image_size: int = 64, width: int = 64,
+                 minibatch_std: bool = False) -> None:
         super().__init__()
         check_size(image_size)
         size = image_size // 2
@@ -84,9 +112,12 @@ class DCGANDiscriminator(nn.Module):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False),  # (B, 128, 16, 16) ... (B, 512, 4, 4)
                        nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True)]
             size //= 2
-        layers.append(nn.Flatten())  # (B, 512*4*4)
-        self.features = nn.Sequential(*layers)
         top = width_at(4, image_size, width)
+        if minibatch_std:
+            layers.append(MinibatchStd())  # (B, 513, 4, 4)
+            top += 1
+        layers.append(nn.Flatten())  # (B, 512*4*4), 513*4*4 with the spread
+        self.features = nn.Sequential(*layers)
         self.feature_dim = top * 16
         self.classify = nn.Sequential(nn.Unflatten(1, (top, 4, 4)), nn.Conv2d(top, 1, 4, 1, 0, bias=False),
                                       nn.Flatten())  # (B, 1)

@@ -291,14 +291,15 @@ class Logits(nn.Module):
     `forward` alone).
 
     A discriminator without batch norm takes every group in one pass (the same result, cheaper);
-    one with batch norm takes each group in its own pass, so each is normalised by its own
-    statistics, as in the DCGAN paper.
+    one with batch norm (or another layer that looks across the batch, `batch_dependent`) takes
+    each group in its own pass, so each is normalised by its own statistics, as in the DCGAN paper.
     """
 
     def __init__(self, discriminator: nn.Module) -> None:
         super().__init__()
         self.discriminator = discriminator
-        self.separate = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules())
+        self.separate = any(isinstance(m, nn.modules.batchnorm._BatchNorm) or getattr(m, "batch_dependent", False)
+                            for m in discriminator.modules())
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, groups: int = 2) -> torch.Tensor:
         if not self.separate:
