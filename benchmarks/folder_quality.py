@@ -312,8 +312,8 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"--score-at {args.score_at}: whole numbers separated by commas")
     if any(step < 1 for step in args.score_steps):
         parser.error(f"--score-at {args.score_at}: steps from 1")
-    if args.keep_features:
-        args.keep_features.mkdir(parents=True, exist_ok=True)
+    if args.keep_features and args.keep_features.exists() and not args.keep_features.is_dir():
+        parser.error(f"--keep-features {args.keep_features}: not a folder")
     if args.jobs < 1:
         parser.error("--jobs: at least 1")
     if args.eval_every < 0:
@@ -335,6 +335,8 @@ def main() -> None:
         tmp = Path(tmp)
         os.environ["DCGAN_CACHE_DIR"] = str(tmp / "cache")  # the subsets' caches go with them
         features, reports, folders, floors = {}, {}, {}, []
+        if args.keep_features:
+            args.keep_features.mkdir(parents=True, exist_ok=True)
         for folder in args.data:
             for size in dict.fromkeys(scored_at.values()):
                 name = f"features-{folder.name}-{size}-{args.features}-{args.classifier_epochs or 'default'}.pt"
