@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -135,27 +136,35 @@ def test_bad_cluster_and_mode_seeking_options_are_one_line_errors(run_cli, idx_d
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize(("asked", "used"), [(50, 5), (3, 3)])
+@pytest.mark.parametrize(("asked", "used"), [(50, 10), (3, 3)])  # 512 images
 def test_small_data_sets_get_fewer_clusters(run_cli, idx_dir, tmp_path, asked, used):
     code, _, err = run_cli("train", "--data", idx_dir, "--out", tmp_path / "run", "--steps", "1",
                            "--clusters", str(asked), *TINY)
     assert code == 0, err
     assert load_checkpoint(tmp_path / "run")["config"]["clusters"] == used
-    assert ("enough for 5 clusters (at least 100 images per cluster)" in err) == (asked != used)
+    assert ("enough for 10 clusters (at least 50 images per cluster)" in err) == (asked != used)
 
 
-def test_too_small_a_data_set_for_clusters_trains_unconditionally(run_cli, image_folder, tmp_path):
-    code, _, err = run_cli("train", "--data", image_folder, "--out", tmp_path / "run", "--steps", "1",
-                           "--clusters", "50", *TINY)  # 100 images
+@pytest.fixture
+def forty_images(image_folder):
+    """The image folder with four of its ten digits: fewer images than two clusters need."""
+    for digit in range(6):
+        shutil.rmtree(image_folder / str(digit))
+    return image_folder
+
+
+def test_too_small_a_data_set_for_clusters_trains_unconditionally(run_cli, forty_images, tmp_path):
+    code, _, err = run_cli("train", "--data", forty_images, "--out", tmp_path / "run", "--steps", "1",
+                           "--clusters", "50", *TINY)
     assert code == 0, err
     assert "enough for no clusters: training unconditionally" in err
     payload = load_checkpoint(tmp_path / "run")
     assert payload["config"]["clusters"] == 0 and "cluster_prior" not in payload["generator"]
 
 
-def test_mismatched_labels_are_dropped_with_the_clusters_on_too_small_a_data_set(run_cli, image_folder, tmp_path):
-    code, _, err = run_cli("train", "--data", image_folder, "--out", tmp_path / "run", "--steps", "1",
-                           "--clusters", "50", "--mismatched-labels", *TINY)  # 100 images: no clusters
+def test_mismatched_labels_are_dropped_with_the_clusters_on_too_small_a_data_set(run_cli, forty_images, tmp_path):
+    code, _, err = run_cli("train", "--data", forty_images, "--out", tmp_path / "run", "--steps", "1",
+                           "--clusters", "50", "--mismatched-labels", *TINY)
     assert code == 0, err
     config = load_checkpoint(tmp_path / "run")["config"]
     assert config["clusters"] == 0 and config["mismatched_labels"] is False

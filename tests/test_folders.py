@@ -241,7 +241,7 @@ def test_a_picture_folder_without_a_preset_trains_with_the_folder_preset(run_cli
     assert code == 0, err
     assert preset_of(tmp_path / "run") == ("folder", 64)  # the preset's own size
     config = tomllib.loads((tmp_path / "run" / "config.toml").read_text())
-    assert (config["arch"], config["ada_target"]) == ("dcgan", 0.6)
+    assert (config["arch"], config["ada_target"]) == ("dcgan", 0.45)
     assert "preset: folder (" in err and "--preset names another" in err
 
 

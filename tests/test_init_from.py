@@ -239,7 +239,7 @@ def test_bad_options_are_refused(run_cli, idx_dir, tmp_path, source, flags, expe
 
 
 def test_a_started_run_keeps_the_clusters_of_the_run_it_starts_from(run_cli, idx_dir, tmp_path, mnist_subset):
-    few = tmp_path / "few"  # 20 images: a new run gets no clusters (100 images each), a started one keeps 5
+    few = tmp_path / "few"  # 20 images: a new run gets no clusters (50 images each), a started one keeps 5
     few.mkdir()
     for split, count in (("train", 20), ("t10k", 20)):
         write_idx(few / f"{split}-images-idx3-ubyte", mnist_subset[f"{split.replace('t10k', 'test')}_images"][:count])
