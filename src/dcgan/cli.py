@@ -151,7 +151,8 @@ def _add_train(sub: Any) -> None:
                    help="differentiable translation + cutout of real and generated images before D")
     g.add_argument("--ada-target", type=_unit_interval, default=s, metavar="T",
                    help="adaptive augmentation of D's inputs (flips, shifts, colour), applied more often while "
-                        "D's mean sign on real images is above T (Karras et al. 2020: 0.6); 0: off")
+                        "D's mean sign on real images is above T (Karras et al. 2020: 0.6; the folder preset: "
+                        "0.45); 0: off")
     g.add_argument("--ada-speed", type=_positive_int, default=s, metavar="IMAGES",
                    help="with --ada-target: real images for the augmentation probability to go from 0 to 1 "
                         "(default 100000)")
