@@ -180,6 +180,12 @@ def second_half_rise(curve: list[tuple[float, float]]) -> float | None:
     return curve[-1][1] - min(fid for minutes, fid in curve if minutes >= half)
 
 
+def final_ada_p(metrics: list[dict]) -> float | None:
+    """The adaptive augmentation's probability p at a run's end; None for a run without it."""
+    p = metrics[-1].get("ada_p", math.nan) if metrics else math.nan
+    return p if math.isfinite(p) else None
+
+
 def mean_sd(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for one value)."""
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
@@ -402,8 +408,10 @@ def main() -> None:
                        "kept_step": None if step == last_step else step,
                        **{key: scores[key] for key in SCORES},
                        "second_half_rise": second_half_rise(curve) if step == last_step else None,
+                       "ada_p": final_ada_p(metrics) if step == last_step else None,
                        "fid_curve": curve if step == last_step else []}
                 rise = "" if row["second_half_rise"] is None else f", second-half rise {row['second_half_rise']:.3f}"
+                rise += "" if row["ada_p"] is None else f", p {row['ada_p']:.3f}"
                 print(f"{run.set_name} {run.subset_name} {run.recipe} seed {run.seed}: {row['steps']} steps, "
                       f"FID {row['fid']:.3f}, precision {row['precision']:.3f}, recall {row['recall']:.3f}{rise}",
                       flush=True)

@@ -21,7 +21,9 @@ from dcgan.training.step import TrainingStep, build_gan
 CPU = torch.device("cpu")
 OPERATIONS = {"flip": augment.random_flip, "translate": augment.random_translate,
               "brightness": augment.random_brightness, "contrast": augment.random_contrast,
-              "saturation": augment.random_saturation, "all": augment.adaptive_augment}
+              "saturation": augment.random_saturation, "zoom_rotate": augment.random_zoom_rotate,
+              "all": augment.adaptive_augment,
+              "all_geometric": lambda x, p: augment.adaptive_augment(x, p, geometric=True)}
 # Saturation moves a colour away from its grey: it changes colour images only.
 CASES = [(name, channels) for name in OPERATIONS for channels in (1, 3) if (name, channels) != ("saturation", 1)]
 
@@ -62,8 +64,10 @@ def test_each_image_is_transformed_with_probability_p():
     x = pictures(3, batch=4000)
     torch.manual_seed(2)
     for name, operation in OPERATIONS.items():
-        if name != "all":
-            assert changed(x, operation(x, 0.3)).float().mean().item() == pytest.approx(0.3, abs=0.03), name
+        if not name.startswith("all"):
+            # zoom, rotation and stretch are three operations, each with probability p
+            expected = 1 - (1 - 0.3) ** 3 if name == "zoom_rotate" else 0.3
+            assert changed(x, operation(x, 0.3)).float().mean().item() == pytest.approx(expected, abs=0.03), name
 
 
 def test_translation_moves_by_whole_pixels_up_to_an_eighth_with_reflected_edges():
@@ -75,6 +79,21 @@ def test_translation_moves_by_whole_pixels_up_to_an_eighth_with_reflected_edges(
     for image, source in zip(out, padded):
         found = [s for s in shifts if torch.equal(image, source[:, 2 + s[0]:18 + s[0], 2 + s[1]:18 + s[1]])]
         assert len(found) == 1
+
+
+def test_warp_turns_zooms_and_stretches_about_the_centre():
+    x = pictures(3)
+    ones, zeros = torch.ones(16), torch.zeros(16)
+    assert torch.allclose(augment.warp(x, ones, zeros, ones), x, atol=1e-6)
+    assert torch.allclose(augment.warp(x, ones, torch.full((16,), math.pi), ones), x.flip(2, 3), atol=1e-5)
+    assert torch.allclose(augment.warp(x, ones, torch.full((16,), math.pi / 2), ones), x.rot90(1, (2, 3)), atol=1e-5)
+    # a ramp across the columns (the pixel centres' x coordinates, -7/8 to 7/8): bilinear sampling keeps a ramp
+    ramp = ((torch.arange(8) * 2 + 1) / 8 - 1).expand(1, 1, 8, 8)
+    two, one, none = torch.full((1,), 2.0), torch.ones(1), torch.zeros(1)
+    assert torch.allclose(augment.warp(ramp, two, none, one), ramp / 2)  # zoomed in twice: half the slope
+    assert torch.allclose(augment.warp(ramp, one, none, two), ramp / 2)  # stretched twice as wide: the same
+    shorter = augment.warp(ramp.transpose(2, 3), one, none, two)[0, 0, :, 0]  # and half as high: rows 2v, reflected
+    assert torch.allclose(shorter, torch.tensor([-0.25, -0.75, -0.75, -0.25, 0.25, 0.75, 0.75, 0.25]))
 
 
 @pytest.mark.parametrize(("name", "channels"), CASES)
@@ -173,6 +192,21 @@ def test_lecam_is_added_to_ds_objective_and_not_to_the_reported_loss():
     assert any(not torch.equal(a, b) for a, b in zip(results[0.0][1], results[5.0][1]))
 
 
+def test_ada_geometric_adds_zoom_rotation_and_stretch_to_the_runs_augmentation():
+    config = TrainConfig(preset="tutorial", image_size=8, latent_dim=4, ada_target=0.6, device="cpu")
+    x = pictures(3)
+    augmented, expected = [], []
+    for geometric in (False, True):
+        ada = build_gan(config.replace(ada_geometric=geometric), CPU).ada
+        ada.probability = torch.tensor(MAX_PROBABILITY)
+        torch.manual_seed(8)
+        augmented.append(ada(x))
+        torch.manual_seed(8)
+        expected.append(augment.adaptive_augment(x, MAX_PROBABILITY, geometric=geometric))
+    assert all(torch.equal(a, b) for a, b in zip(augmented, expected))
+    assert not torch.equal(*augmented)
+
+
 # ---------------------------------------------------------------------------------------------
 # --mirror: flips of the data, from (seed, epoch)
 # ---------------------------------------------------------------------------------------------
@@ -239,7 +273,7 @@ def test_half_then_resume_with_ada_mirror_and_lecam_is_bit_identical_to_straight
     # 512 images in batches of 48: the run crosses an epoch (new flips); checkpoints every 6 steps
     # fall between ADA's adjustments (every 4), so the signal's running sums must be kept.
     recipe = (*TINY, "--batch-size", "48", "--log-every", "5", "--checkpoint-every", "6", "--seed", "7",
-              "--ada-target", "0.2", "--ada-speed", "1000", "--mirror", "--lecam", "0.1")
+              "--ada-target", "0.2", "--ada-speed", "1000", "--ada-geometric", "--mirror", "--lecam", "0.1")
     straight, split = tmp_path / "straight", tmp_path / "split"
     for out, steps in ((straight, "18"), (split, "10")):
         code, _, err = run_cli("train", "--data", idx_dir, "--out", out, *recipe, "--steps", steps)
@@ -267,6 +301,7 @@ def test_half_then_resume_with_ada_mirror_and_lecam_is_bit_identical_to_straight
     (("--lecam", "inf"), "argument --lecam: must be a non-negative number, got 'inf'"),
     (("--ada-speed", "0"), "argument --ada-speed: must be a positive integer, got '0'"),
     (("--ada-target", "0.6", "--augment"), "--augment and --ada-target exclude each other"),
+    (("--ada-geometric",), "--ada-geometric adds operations to the adaptive augmentation: it needs --ada-target"),
 ])
 def test_bad_values_are_one_line_errors(run_cli, idx_dir, tmp_path, flags, expected):
     before = snapshot(tmp_path)

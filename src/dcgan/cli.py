@@ -156,6 +156,9 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--ada-speed", type=_positive_int, default=s, metavar="IMAGES",
                    help="with --ada-target: real images for the augmentation probability to go from 0 to 1 "
                         "(default 100000)")
+    g.add_argument("--ada-geometric", action=argparse.BooleanOptionalAction, default=s,
+                   help="with --ada-target: the augmentation also zooms, rotates and stretches the images "
+                        "(Karras et al.'s geometric operations)")
     g.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=s,
                    help="flip each real image left to right with probability 1/2 each time it is drawn")
     g.add_argument("--lecam", type=_non_negative_float, default=s, metavar="W",

@@ -150,6 +150,7 @@ class TrainConfig:
     # millions of images; the runs here see 60,000 to a few 100,000 (one to five epochs of MNIST),
     # in which the probability must be able to reach its level within the first epoch.
     ada_speed: int = 100_000
+    ada_geometric: bool = False  # the adaptive augmentation also zooms, rotates and stretches
     mirror: bool = False  # each real image flipped left-right with probability 1/2 every time it is drawn
     lecam: float = 0.0  # > 0: weight of LeCam regularisation of D (Tseng et al., 2021)
     conditional: bool = False  # class-conditional G and projection D
@@ -210,6 +211,9 @@ class TrainConfig:
                 self._refuse("must be a finite number", name)
         if not 0 <= self.ada_target < 1:
             self._refuse("must be in [0, 1) (0: off; 0.6 is Karras et al.'s target)", "ada_target")
+        if self.ada_geometric and not self.ada_target:
+            self._refuse("{ada_geometric} adds operations to the adaptive augmentation: it needs {ada_target} "
+                         "above 0", "ada_geometric", "ada_target")
         if self.augment and self.ada_target:
             self._refuse("{augment} and {ada_target} exclude each other: both augment D's inputs (at a fixed "
                          "strength, and at one adapted to D's overfitting); choose one", "augment", "ada_target")
@@ -269,8 +273,8 @@ class TrainConfig:
 # A preset sets hyper-parameters only; execution options (device, precision, output) stay the user's.
 TUTORIAL = dict(latent_dim=16, batch_size=32, lr_d=1e-3, lr_g=2e-4, beta1=0.5, beta2=0.999, loss="bce",
                 spectral_norm=False, ema_decay=0.0, d_steps=1, r1=0.0, augment=False, conditional=False, clusters=0,
-                mode_seeking=0.0, mode_seeking_pairs=False, mismatched_labels=False, ada_target=0.0, mirror=False,
-                lecam=0.0, minibatch_std=False)
+                mode_seeking=0.0, mode_seeking_pairs=False, mismatched_labels=False, ada_target=0.0,
+                ada_geometric=False, mirror=False, lecam=0.0, minibatch_std=False)
 # `default` and `conditional` are the best recipes measured so far (docs/quality.md has the numbers).
 PRESETS: dict[str, dict[str, Any]] = {
     "tutorial": TUTORIAL,

@@ -49,7 +49,8 @@ def diff_augment(x: torch.Tensor) -> torch.Tensor:
 # image with probability p, which follows D's overfitting. Images are in [-1, 1], (B, C, H, W),
 # of any channel count; every operation is differentiable, keeps the dtype and stays in [-1, 1].
 # 90-degree rotations are left out: the pictures here have an up (a digit turned a quarter is
-# another shape, or another digit), and D's capacity would go on orientations the data never has.
+# another shape, or another digit), and D's capacity would go on orientations the data never has;
+# zoom, rotation by any angle and stretch (Karras et al.'s geometric group) are an option, `geometric`.
 # ---------------------------------------------------------------------------------------------
 
 ADA_INTERVAL = 4  # steps between adjustments of p, as Karras et al.
@@ -59,6 +60,7 @@ MAX_PROBABILITY = 0.8
 BRIGHTNESS_STD = 0.2  # Karras et al.'s strengths: an offset N(0, 0.2), factors 2^N(0, 0.5) and 2^N(0, 1)
 CONTRAST_LOG2_STD = 0.5
 SATURATION_LOG2_STD = 1.0
+SCALE_LOG2_STD = 0.2  # the geometric operations' strengths, also Karras et al.'s: zoom and stretch 2^N(0, 0.2)
 
 
 def chosen(x: torch.Tensor, p: float | torch.Tensor) -> torch.Tensor:
@@ -113,9 +115,37 @@ def random_saturation(x: torch.Tensor, p: float | torch.Tensor) -> torch.Tensor:
     return torch.where(chosen(x, p), (grey + (x - grey) * factor).clamp(-1, 1), x)
 
 
-def adaptive_augment(x: torch.Tensor, p: float | torch.Tensor) -> torch.Tensor:
-    """Flip, translation, brightness, contrast and (with more than one channel) saturation, each with probability p."""
-    x = random_contrast(random_brightness(random_translate(random_flip(x, p), p), p), p)
+def warp(x: torch.Tensor, zoom: torch.Tensor, angle: torch.Tensor, stretch: torch.Tensor) -> torch.Tensor:
+    """Each image zoomed by `zoom`, rotated by `angle` (radians) and stretched by `stretch` (wider by it, shorter by
+    its inverse) about its centre, each (B,); resampled bilinearly, the edges filled by reflection."""
+    # affine_grid maps each output pixel to where it samples the input: the inverse transformation
+    cos, sin, zero = torch.cos(angle), torch.sin(angle), torch.zeros_like(angle)
+    scale_x, scale_y = 1 / (zoom * stretch), stretch / zoom
+    theta = torch.stack((torch.stack((cos * scale_x, -sin * scale_y, zero), dim=1),
+                         torch.stack((sin * scale_x, cos * scale_y, zero), dim=1)), dim=1)  # (B, 2, 3)
+    grid = F.affine_grid(theta.float(), list(x.shape), align_corners=False)  # (B, H, W, 2)
+    return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection",
+                         align_corners=False).to(x.dtype)
+
+
+def random_zoom_rotate(x: torch.Tensor, p: float | torch.Tensor) -> torch.Tensor:
+    """Zoom an image by 2^N(0, 0.2), rotate it by an angle uniform in [-180, 180) degrees and stretch it by
+    2^N(0, 0.2), each with probability p: the geometric operations Karras et al. found to help most."""
+    b = x.shape[0]
+    zoom = torch.where(chosen(x, p).view(b), torch.exp2(torch.randn(b, device=x.device) * SCALE_LOG2_STD), 1.0)
+    angle = torch.where(chosen(x, p).view(b), (torch.rand(b, device=x.device) * 2 - 1) * math.pi, 0.0)
+    stretch = torch.where(chosen(x, p).view(b), torch.exp2(torch.randn(b, device=x.device) * SCALE_LOG2_STD), 1.0)
+    moved = (zoom != 1) | (angle != 0) | (stretch != 1)  # the others keep their exact pixels
+    return torch.where(moved.view(b, 1, 1, 1), warp(x, zoom, angle, stretch), x)
+
+
+def adaptive_augment(x: torch.Tensor, p: float | torch.Tensor, *, geometric: bool = False) -> torch.Tensor:
+    """Flip, translation, (with `geometric`) zoom, rotation and stretch, brightness, contrast and (with more than
+    one channel) saturation, each with probability p."""
+    x = random_translate(random_flip(x, p), p)
+    if geometric:
+        x = random_zoom_rotate(x, p)
+    x = random_contrast(random_brightness(x, p), p)
     return random_saturation(x, p) if x.shape[1] > 1 else x
 
 
@@ -126,11 +156,13 @@ class AdaptiveAugment:
     process): near 1 when D is sure of every training image, the sign of overfitting. Every
     `interval` steps p moves by ±(batch · interval) / `speed` towards the level where r is the
     `target`, so p can go from 0 to 1 in `speed` images; it stays in [0, MAX_PROBABILITY].
+    With `geometric`, the operations include zoom, rotation and stretch.
     """
 
     def __init__(self, *, target: float, speed: int, batch_size: int, device: torch.device,
-                 world: World = World(), interval: int = ADA_INTERVAL) -> None:
+                 world: World = World(), interval: int = ADA_INTERVAL, geometric: bool = False) -> None:
         self.target = target
+        self.geometric = geometric
         self.adjustment = batch_size * interval / speed
         self.interval = interval
         self.world = world
@@ -146,7 +178,7 @@ class AdaptiveAugment:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """The images (B, C, H, W), each operation applied to each with probability p."""
-        return adaptive_augment(images, self.probability)
+        return adaptive_augment(images, self.probability, geometric=self.geometric)
 
     def observe(self, real_logits: torch.Tensor) -> None:
         """Count D's logits (B, 1) of (augmented) real images into the signal."""
