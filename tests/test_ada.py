@@ -22,8 +22,9 @@ CPU = torch.device("cpu")
 OPERATIONS = {"flip": augment.random_flip, "translate": augment.random_translate,
               "brightness": augment.random_brightness, "contrast": augment.random_contrast,
               "saturation": augment.random_saturation, "zoom_rotate": augment.random_zoom_rotate,
-              "all": augment.adaptive_augment,
-              "all_geometric": lambda x, p: augment.adaptive_augment(x, p, geometric=True)}
+              "cutout": augment.random_cutout, "all": augment.adaptive_augment,
+              "all_geometric": lambda x, p: augment.adaptive_augment(x, p, geometric=True),
+              "all_cutout": lambda x, p: augment.adaptive_augment(x, p, cutout=True)}
 # Saturation moves a colour away from its grey: it changes colour images only.
 CASES = [(name, channels) for name in OPERATIONS for channels in (1, 3) if (name, channels) != ("saturation", 1)]
 
@@ -192,17 +193,35 @@ def test_lecam_is_added_to_ds_objective_and_not_to_the_reported_loss():
     assert any(not torch.equal(a, b) for a, b in zip(results[0.0][1], results[5.0][1]))
 
 
-def test_ada_geometric_adds_zoom_rotation_and_stretch_to_the_runs_augmentation():
+def test_cutout_greys_out_one_square_of_half_the_size_at_least_half_inside_the_image():
+    x = pictures(3, size=16, batch=256)
+    torch.manual_seed(9)
+    out = augment.random_cutout(x, 1.0)
+    grey = (out != x).all(dim=1)  # (B, H, W): the pixels set to 0 in every channel
+    assert torch.equal(out[grey.unsqueeze(1).expand_as(out)], torch.zeros(int(grey.sum()) * 3))
+    assert torch.equal(out[~grey.unsqueeze(1).expand_as(out)], x[~grey.unsqueeze(1).expand_as(x)])
+    rows, cols = grey.any(dim=2), grey.any(dim=1)  # (B, H), (B, W)
+    for image_rows, image_cols, image_grey in zip(rows, cols, grey):
+        height, width = int(image_rows.sum()), int(image_cols.sum())
+        assert 4 <= height <= 8 and 4 <= width <= 8  # an 8x8 square, cut by the border to no less than half
+        assert int(image_grey.sum()) == height * width  # a rectangle: the square's part inside
+    inside = (rows.sum(dim=1) * cols.sum(dim=1) == 64).float().mean().item()
+    assert 0.2 < inside < 0.5  # centres in 9 x 9 of the 17 x 17 places keep the whole square
+
+
+@pytest.mark.parametrize("option", ["ada_geometric", "ada_cutout"])
+def test_an_ada_option_adds_its_operations_to_the_runs_augmentation(option):
     config = TrainConfig(preset="tutorial", image_size=8, latent_dim=4, ada_target=0.6, device="cpu")
+    keyword = {"ada_geometric": "geometric", "ada_cutout": "cutout"}[option]
     x = pictures(3)
     augmented, expected = [], []
-    for geometric in (False, True):
-        ada = build_gan(config.replace(ada_geometric=geometric), CPU).ada
+    for on in (False, True):
+        ada = build_gan(config.replace(**{option: on}), CPU).ada
         ada.probability = torch.tensor(MAX_PROBABILITY)
         torch.manual_seed(8)
         augmented.append(ada(x))
         torch.manual_seed(8)
-        expected.append(augment.adaptive_augment(x, MAX_PROBABILITY, geometric=geometric))
+        expected.append(augment.adaptive_augment(x, MAX_PROBABILITY, **{keyword: on}))
     assert all(torch.equal(a, b) for a, b in zip(augmented, expected))
     assert not torch.equal(*augmented)
 
@@ -273,7 +292,8 @@ def test_half_then_resume_with_ada_mirror_and_lecam_is_bit_identical_to_straight
     # 512 images in batches of 48: the run crosses an epoch (new flips); checkpoints every 6 steps
     # fall between ADA's adjustments (every 4), so the signal's running sums must be kept.
     recipe = (*TINY, "--batch-size", "48", "--log-every", "5", "--checkpoint-every", "6", "--seed", "7",
-              "--ada-target", "0.2", "--ada-speed", "1000", "--ada-geometric", "--mirror", "--lecam", "0.1")
+              "--ada-target", "0.2", "--ada-speed", "1000", "--ada-geometric", "--ada-cutout", "--mirror", "--lecam",
+              "0.1")
     straight, split = tmp_path / "straight", tmp_path / "split"
     for out, steps in ((straight, "18"), (split, "10")):
         code, _, err = run_cli("train", "--data", idx_dir, "--out", out, *recipe, "--steps", steps)
@@ -302,6 +322,7 @@ def test_half_then_resume_with_ada_mirror_and_lecam_is_bit_identical_to_straight
     (("--ada-speed", "0"), "argument --ada-speed: must be a positive integer, got '0'"),
     (("--ada-target", "0.6", "--augment"), "--augment and --ada-target exclude each other"),
     (("--ada-geometric",), "--ada-geometric adds operations to the adaptive augmentation: it needs --ada-target"),
+    (("--ada-cutout",), "--ada-cutout adds operations to the adaptive augmentation: it needs --ada-target"),
 ])
 def test_bad_values_are_one_line_errors(run_cli, idx_dir, tmp_path, flags, expected):
     before = snapshot(tmp_path)

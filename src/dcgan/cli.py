@@ -159,6 +159,9 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--ada-geometric", action=argparse.BooleanOptionalAction, default=s,
                    help="with --ada-target: the augmentation also zooms, rotates and stretches the images "
                         "(Karras et al.'s geometric operations)")
+    g.add_argument("--ada-cutout", action=argparse.BooleanOptionalAction, default=s,
+                   help="with --ada-target: the augmentation also greys out a square of half the image's size "
+                        "(Karras et al.'s cutout)")
     g.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=s,
                    help="flip each real image left to right with probability 1/2 each time it is drawn")
     g.add_argument("--lecam", type=_non_negative_float, default=s, metavar="W",

@@ -151,6 +151,7 @@ class TrainConfig:
     # in which the probability must be able to reach its level within the first epoch.
     ada_speed: int = 100_000
     ada_geometric: bool = False  # the adaptive augmentation also zooms, rotates and stretches
+    ada_cutout: bool = False  # the adaptive augmentation also greys out a square of half the image's size
     mirror: bool = False  # each real image flipped left-right with probability 1/2 every time it is drawn
     lecam: float = 0.0  # > 0: weight of LeCam regularisation of D (Tseng et al., 2021)
     conditional: bool = False  # class-conditional G and projection D
@@ -211,9 +212,10 @@ class TrainConfig:
                 self._refuse("must be a finite number", name)
         if not 0 <= self.ada_target < 1:
             self._refuse("must be in [0, 1) (0: off; 0.6 is Karras et al.'s target)", "ada_target")
-        if self.ada_geometric and not self.ada_target:
-            self._refuse("{ada_geometric} adds operations to the adaptive augmentation: it needs {ada_target} "
-                         "above 0", "ada_geometric", "ada_target")
+        for name in ("ada_geometric", "ada_cutout"):
+            if getattr(self, name) and not self.ada_target:
+                self._refuse(f"{{{name}}} adds operations to the adaptive augmentation: it needs {{ada_target}} "
+                             "above 0", name, "ada_target")
         if self.augment and self.ada_target:
             self._refuse("{augment} and {ada_target} exclude each other: both augment D's inputs (at a fixed "
                          "strength, and at one adapted to D's overfitting); choose one", "augment", "ada_target")
@@ -274,7 +276,7 @@ class TrainConfig:
 TUTORIAL = dict(latent_dim=16, batch_size=32, lr_d=1e-3, lr_g=2e-4, beta1=0.5, beta2=0.999, loss="bce",
                 spectral_norm=False, ema_decay=0.0, d_steps=1, r1=0.0, augment=False, conditional=False, clusters=0,
                 mode_seeking=0.0, mode_seeking_pairs=False, mismatched_labels=False, ada_target=0.0,
-                ada_geometric=False, mirror=False, lecam=0.0, minibatch_std=False)
+                ada_geometric=False, ada_cutout=False, mirror=False, lecam=0.0, minibatch_std=False)
 # `default` and `conditional` are the best recipes measured so far (docs/quality.md has the numbers).
 PRESETS: dict[str, dict[str, Any]] = {
     "tutorial": TUTORIAL,

@@ -27,8 +27,8 @@ def translate(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # (B, C, H, W)
 
 
-def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
-    """Set a random square of `ratio` times the image size to background (-1) in each image."""
+def cutout(x: torch.Tensor, ratio: float = 0.5, fill: float = -1.0) -> torch.Tensor:
+    """Set a random square of `ratio` times the image size to `fill` (by default background, -1) in each image."""
     b, _, h, w = x.shape
     size_h, size_w = int(h * ratio + 0.5), int(w * ratio + 0.5)
     top = torch.randint(0, h + (1 - size_h % 2), (b, 1, 1), device=x.device) - size_h // 2
@@ -36,7 +36,7 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     rows = torch.arange(h, device=x.device).view(1, h, 1)
     cols = torch.arange(w, device=x.device).view(1, 1, w)
     inside = (rows >= top) & (rows < top + size_h) & (cols >= left) & (cols < left + size_w)  # (B, H, W)
-    return torch.where(inside.unsqueeze(1), torch.full_like(x, -1.0), x)
+    return torch.where(inside.unsqueeze(1), torch.full_like(x, fill), x)
 
 
 def diff_augment(x: torch.Tensor) -> torch.Tensor:
@@ -139,14 +139,22 @@ def random_zoom_rotate(x: torch.Tensor, p: float | torch.Tensor) -> torch.Tensor
     return torch.where(moved.view(b, 1, 1, 1), warp(x, zoom, angle, stretch), x)
 
 
-def adaptive_augment(x: torch.Tensor, p: float | torch.Tensor, *, geometric: bool = False) -> torch.Tensor:
-    """Flip, translation, (with `geometric`) zoom, rotation and stretch, brightness, contrast and (with more than
-    one channel) saturation, each with probability p."""
+def random_cutout(x: torch.Tensor, p: float | torch.Tensor) -> torch.Tensor:
+    """Set a square of half the image's size, centred anywhere in it, to mid-grey (0), as Karras et al."""
+    return torch.where(chosen(x, p), cutout(x, fill=0.0), x)
+
+
+def adaptive_augment(x: torch.Tensor, p: float | torch.Tensor, *, geometric: bool = False,
+                     cutout: bool = False) -> torch.Tensor:
+    """Flip, translation, (with `geometric`) zoom, rotation and stretch, brightness, contrast, (with more than
+    one channel) saturation and (with `cutout`) cutout, each with probability p."""
     x = random_translate(random_flip(x, p), p)
     if geometric:
         x = random_zoom_rotate(x, p)
     x = random_contrast(random_brightness(x, p), p)
-    return random_saturation(x, p) if x.shape[1] > 1 else x
+    if x.shape[1] > 1:
+        x = random_saturation(x, p)
+    return random_cutout(x, p) if cutout else x
 
 
 class AdaptiveAugment:
@@ -156,13 +164,15 @@ class AdaptiveAugment:
     process): near 1 when D is sure of every training image, the sign of overfitting. Every
     `interval` steps p moves by ±(batch · interval) / `speed` towards the level where r is the
     `target`, so p can go from 0 to 1 in `speed` images; it stays in [0, MAX_PROBABILITY].
-    With `geometric`, the operations include zoom, rotation and stretch.
+    With `geometric`, the operations include zoom, rotation and stretch; with `cutout`, cutout.
     """
 
     def __init__(self, *, target: float, speed: int, batch_size: int, device: torch.device,
-                 world: World = World(), interval: int = ADA_INTERVAL, geometric: bool = False) -> None:
+                 world: World = World(), interval: int = ADA_INTERVAL, geometric: bool = False,
+                 cutout: bool = False) -> None:
         self.target = target
         self.geometric = geometric
+        self.cutout = cutout
         self.adjustment = batch_size * interval / speed
         self.interval = interval
         self.world = world
@@ -178,7 +188,7 @@ class AdaptiveAugment:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """The images (B, C, H, W), each operation applied to each with probability p."""
-        return adaptive_augment(images, self.probability, geometric=self.geometric)
+        return adaptive_augment(images, self.probability, geometric=self.geometric, cutout=self.cutout)
 
     def observe(self, real_logits: torch.Tensor) -> None:
         """Count D's logits (B, 1) of (augmented) real images into the signal."""

@@ -123,7 +123,8 @@ def build_gan(config: TrainConfig, device: torch.device, world: World = World())
                ema=EMA(generator, decay=config.ema_decay) if config.ema_decay > 0 else None,
                calibration_samples=calibration_samples(config.image_size),
                ada=AdaptiveAugment(target=config.ada_target, speed=config.ada_speed, batch_size=config.batch_size,
-                                   device=device, world=world, geometric=config.ada_geometric)
+                                   device=device, world=world, geometric=config.ada_geometric,
+                                   cutout=config.ada_cutout)
                if config.ada_target else None,
                lecam=LeCam(config.lecam, device=device, world=world) if config.lecam else None)
 
