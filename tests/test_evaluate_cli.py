@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import assert_same_training_state
 from dcgan.evaluation import during_training, scoring
 from dcgan.plots import read_metrics
 from dcgan.checkpoint import load_checkpoint
@@ -245,6 +246,23 @@ def test_eval_every_logs_scores_plots_fid_and_keeps_the_best_checkpoint(run_cli,
     assert best["step"] == best_step
     assert best["eval"]["fid"] == pytest.approx(rows[best_step]["fid"], rel=1e-5)
     assert set(best["generator"]) == set(load_checkpoint(run)["generator"])
+
+
+@pytest.mark.slow
+def test_a_run_scored_as_it_trains_resumes_bit_for_bit(run_cli, idx_dir: Path, tmp_path: Path):
+    # Setting up the scorer draws random numbers (a network's initial weights): a resumed run must not draw them
+    # again, or its steps after the resume follow another random stream than the straight run's.
+    common = ("--data", idx_dir, "--batch-size", "16", "--quiet", "--sample-every", "0", "--seed", "3",
+              "--checkpoint-every", "4", "--eval-every", "4", "--eval-samples", "50")
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert run_cli("train", *common, "--steps", "10", "--out", straight)[0] == 0
+    assert run_cli("train", *common, "--steps", "6", "--out", split)[0] == 0
+    code, _, err = run_cli("train", "--resume", split, "--quiet", "--steps", "10")
+    assert code == 0, err
+    assert_same_training_state(load_checkpoint(straight), load_checkpoint(split))
+    columns = ("step", "d_loss", "g_loss", "fid")
+    rows = [[tuple(row[c] for c in columns) for row in read_metrics(run / "metrics.csv")] for run in (straight, split)]
+    assert rows[0][-1][0] == 10 and rows[0][-1] == rows[1][-1]
 
 
 @pytest.mark.slow

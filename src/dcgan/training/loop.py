@@ -30,8 +30,8 @@ from .labels import set_cluster_prior, to_stderr, with_classes, with_clusters
 from .memory import require_batch_fits
 from .rundir import RunDirectory
 from .signals import StopRequest
-from .state import (Position, capture_rng, check_goal, check_same_data, make_payload, restore, seed_everything,
-                    start_from, total_steps)
+from .state import (Position, capture_rng, check_goal, check_same_data, make_payload, restore, restore_rng,
+                    seed_everything, start_from, total_steps)
 from .step import GAN, TrainingStep, build_gan
 from .tensorboard import TensorBoardRun
 
@@ -98,7 +98,13 @@ def train(config: TrainConfig, run: RunDirectory, *, resume: dict[str, Any] | No
             from_main(world, lambda: run.resume(loop.config, loop.position.step))
         if world.is_main:
             tqdm.write(f"run directory: {run.root}", file=sys.stderr)
+        # Setting up the scorer draws from the random state (its network's initial weights before they are
+        # loaded): a new run's stream goes on after that draw, so a resumed one, whose restored state is
+        # already past it, must not make it again.
+        rng = capture_rng() if resume is not None else None
         scorer = agreed(world, lambda: evaluator(loop.config, run, device) if evaluator and world.is_main else None)
+        if rng is not None:
+            restore_rng(rng)
         result = loop.run(scorer, progress=progress and world.is_main)
     if world.is_main:
         run.finish()
