@@ -212,7 +212,7 @@ def test_cutout_greys_out_one_square_of_half_the_size_at_least_half_inside_the_i
 @pytest.mark.parametrize("option", ["ada_geometric", "ada_cutout"])
 def test_an_ada_option_adds_its_operations_to_the_runs_augmentation(option):
     config = TrainConfig(preset="tutorial", image_size=8, latent_dim=4, ada_target=0.6, device="cpu")
-    keyword = {"ada_geometric": "geometric", "ada_cutout": "cutout"}[option]
+    keyword = option.removeprefix("ada_")  # the keyword of adaptive_augment
     x = pictures(3)
     augmented, expected = [], []
     for on in (False, True):
