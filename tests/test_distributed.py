@@ -293,9 +293,18 @@ ORPHAN = """
 import os, signal, sys, time
 from dcgan.training.distributed import stop_with_parent
 stopped, ready = sys.argv[1], sys.argv[2]
-signal.signal(signal.SIGTERM, lambda signum, frame: (open(stopped, "w").write(str(signum)), sys.exit(0)))
+
+
+def write_atomically(path, text):
+    # the test polls for the file: it must never see it created but still empty
+    with open(path + ".part", "w") as file:
+        file.write(text)
+    os.replace(path + ".part", path)
+
+
+signal.signal(signal.SIGTERM, lambda signum, frame: (write_atomically(stopped, str(signum)), sys.exit(0)))
 assert stop_with_parent()
-open(ready, "w").write(str(os.getpid()))
+write_atomically(ready, str(os.getpid()))
 time.sleep(120)
 """
 
