@@ -12,6 +12,10 @@ D's convolutions:
   (`pixel_unshuffle`), then a 2x2 stride-1 convolution with the weights rearranged to match;
 - `unfold_matmul`: the 4x4 patches laid out as columns (`F.unfold`), then one batched matrix product.
 
+For the two layers with three channels (D's first, G's last), which run far below the others' rate,
+also `fp32` (the layer alone outside bf16 autocast) and `padded` (the three channels padded with zeros
+to 16, the width oneDNN's bf16 kernels block channels by: 5.3 times the multiply-adds).
+
 G's transposed convolutions:
 
 - `native`: `F.conv_transpose2d(x, w, stride=2, padding=1)`;
@@ -80,10 +84,36 @@ def sub_pixel(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return F.pixel_shuffle(F.conv2d(x, kernel, padding=1), 2)  # (B, O, 2H, 2W)
 
 
+def in_fp32(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable:
+    """`fn` run in fp32 whatever autocast is on outside it."""
+    def run(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):
+            return fn(x.float(), weight.float())
+    return run
+
+
+PADDED_CHANNELS = 16
+
+
+def padded(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """D's first convolution with its three input channels padded with zeros to 16."""
+    extra = PADDED_CHANNELS - x.shape[1]
+    return native(F.pad(x, (0, 0, 0, 0, 0, extra)), F.pad(weight, (0, 0, 0, 0, 0, extra)))
+
+
+def padded_transposed(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """G's last transposed convolution to 16 output channels, all but its three dropped."""
+    out_channels = weight.shape[1]
+    weight = F.pad(weight, (0, 0, 0, 0, 0, PADDED_CHANNELS - out_channels))
+    return native_transposed(x, weight)[:, :out_channels]
+
+
 VARIANTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "native": native, "space_to_depth": space_to_depth, "unfold_matmul": unfold_matmul}
 TRANSPOSED_VARIANTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "native": native_transposed, "sub_pixel": sub_pixel}
+NARROW_VARIANTS = {"fp32": in_fp32(native), "padded": padded}
+NARROW_TRANSPOSED_VARIANTS = {"fp32": in_fp32(native_transposed), "padded": padded_transposed}
 
 
 def layer_shapes(image_size: int, width: int = 64) -> list[tuple[int, int, int]]:
@@ -126,6 +156,8 @@ def main() -> None:
     layers = [("D", VARIANTS, shape) for shape in layer_shapes(args.image_size)]
     layers += [("G", TRANSPOSED_VARIANTS, shape) for shape in transposed_shapes(args.image_size)]
     for network, variants, (in_channels, out_channels, side) in layers:
+        if 3 in (in_channels, out_channels):
+            variants = {**variants, **(NARROW_VARIANTS if network == "D" else NARROW_TRANSPOSED_VARIANTS)}
         x = torch.randn(args.batch, in_channels, side, side)
         shape = (out_channels, in_channels) if network == "D" else (in_channels, out_channels)
         weight = torch.randn(*shape, 4, 4) * 0.02

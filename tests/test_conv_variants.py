@@ -35,13 +35,17 @@ def test_the_transposed_shapes_are_the_dcgan_generators(conv_variants) -> None:
 
 
 @pytest.mark.parametrize("name, transposed", [("space_to_depth", False), ("unfold_matmul", False),
-                                              ("sub_pixel", True)])
+                                              ("sub_pixel", True), ("fp32", False), ("padded", False),
+                                              ("fp32", True), ("padded", True)])
 def test_each_variant_matches_the_native_convolution_and_its_gradients(
         conv_variants, name: str, transposed: bool) -> None:
     torch.manual_seed(0)
-    variants = conv_variants.TRANSPOSED_VARIANTS if transposed else conv_variants.VARIANTS
-    x = torch.randn(2, 5, 8, 8, requires_grad=True)
-    weight = torch.randn(*((5, 7) if transposed else (7, 5)), 4, 4, requires_grad=True)
+    if transposed:
+        variants = {**conv_variants.TRANSPOSED_VARIANTS, **conv_variants.NARROW_TRANSPOSED_VARIANTS}
+    else:
+        variants = {**conv_variants.VARIANTS, **conv_variants.NARROW_VARIANTS}
+    x = torch.randn(2, 5 if transposed else 3, 8, 8, requires_grad=True)  # the narrow side has 3 channels
+    weight = torch.randn(*((5, 3) if transposed else (7, 3)), 4, 4, requires_grad=True)
     out = variants[name](x, weight)
     reference = variants["native"](x, weight)
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
