@@ -12,16 +12,16 @@ D's convolutions:
   (`pixel_unshuffle`), then a 2x2 stride-1 convolution with the weights rearranged to match;
 - `unfold_matmul`: the 4x4 patches laid out as columns (`F.unfold`), then one batched matrix product.
 
-For the two layers with three channels (D's first, G's last), which run far below the others' rate,
-also `fp32` (the layer alone outside bf16 autocast) and `padded` (the three channels padded with zeros
-to 16, the width oneDNN's bf16 kernels block channels by: 5.3 times the multiply-adds).
-
 G's transposed convolutions:
 
 - `native`: `F.conv_transpose2d(x, w, stride=2, padding=1)`;
 - `sub_pixel`: one 3x3 stride-1 convolution to four times the channels (one set per output pixel
   parity, 4 of its 9 taps used), then `pixel_shuffle`: 2.25 times the multiply-adds, in the
   convolution kernel that runs fastest here.
+
+For the two layers with three channels (D's first, G's last), which run far below the others' rate,
+also `fp32` (the layer alone outside bf16 autocast) and `padded` (the three channels padded with zeros
+to 16, the width oneDNN's bf16 kernels block channels by: 5.3 times the multiply-adds).
 
 Rounds alternate a layer's variants (A B C A B C ...); each reports its best round, in ms and in GFLOP/s
 (2 x multiply-adds of forward, input gradient and weight gradient), and the best square matrix
