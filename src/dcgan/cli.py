@@ -188,7 +188,8 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--precision", choices=PRECISIONS, default=s,
                    help="auto (default): bf16 autocast where the CPU or GPU runs bf16 natively, else fp32")
     g.add_argument("--channels-last", action="store_true", default=s,
-                   help="networks and batches in channels-last memory order (faster at 64x64 on CPUs with AMX)")
+                   help="networks and batches in channels-last memory order "
+                        "(faster for the dcgan preset on CPUs with AMX)")
     g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=s,
                    help="under torchrun on GPUs: G's batch norm uses the statistics of the global batch "
                         "(default: each process's own)")
