@@ -5,7 +5,8 @@ and the moving average's weights (names and bytes) after
 `dcgan train --preset P --steps 30 --precision fp32 --device cpu --seed 3` on one thread, and the
 float64 sum and absolute sum of every tensor. On the machine type that recorded it (same torch
 version, CPU model and kernels) the hash must match exactly; elsewhere kernels may round differently, so
-each network's summed absolute weights must agree to 0.5% instead.
+each network's summed absolute weights must agree to 0.1% instead (an AMX Xeon against the AMD
+EPYC that recorded them: within 0.07%; G's learning rate at 3e-4 instead of 2e-4: 0.2%).
 
 Re-record (only for an intended change of behaviour): `python tests/test_golden.py --record`.
 """
@@ -88,11 +89,11 @@ def test_preset_weights_after_30_steps_are_unchanged(preset: str, tmp_path: Path
     if environment() == golden["environment"]:
         assert actual["sha256"] == expected["sha256"], f"{preset}: the weights after {STEPS} steps changed"
     else:  # other kernels round differently, and 30 Adam steps grow that in single small tensors (a bias
-        # whose gradient is near zero): each network's total weight must still be the same to 0.5%
+        # whose gradient is near zero): each network's total weight must still be the same to 0.1%
         for network in dict.fromkeys(name.split("/")[0] for name in expected["sums"]):
             def total(sums: dict) -> float:
                 return sum(absolute for name, (_, absolute) in sums.items() if name.startswith(network + "/"))
-            assert total(actual["sums"]) == pytest.approx(total(expected["sums"]), rel=5e-3), network
+            assert total(actual["sums"]) == pytest.approx(total(expected["sums"]), rel=1e-3), network
 
 
 def record() -> None:
