@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import load_benchmark
 from dcgan.checkpoint import load_checkpoint
 from dcgan.cli import main
 
@@ -31,20 +31,10 @@ PRESETS = ("tutorial", "default", "conditional")
 STEPS = 30
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo: kernels of one instruction set still round differently by vendor."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment() -> dict[str, str]:
-    """What decides the exact rounding of CPU kernels."""
-    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": cpu_model()}
+    """What decides the exact rounding of CPU kernels (one instruction set still rounds differently by CPU model)."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu": load_benchmark("machine").cpu_name()}
 
 
 def trained_weights(preset: str, out: Path) -> dict[str, torch.Tensor]:
@@ -79,6 +69,11 @@ def fingerprint(weights: dict[str, torch.Tensor]) -> dict:
     return {"sha256": digest.hexdigest(), "sums": sums}
 
 
+def network_total(fingerprinted: dict, network: str) -> float:
+    """The summed absolute weights of one network ("generator", "discriminator", "ema") of a fingerprint."""
+    return sum(absolute for name, (_, absolute) in fingerprinted["sums"].items() if name.startswith(network + "/"))
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.slow
 def test_preset_weights_after_30_steps_are_unchanged(preset: str, tmp_path: Path) -> None:
@@ -91,9 +86,7 @@ def test_preset_weights_after_30_steps_are_unchanged(preset: str, tmp_path: Path
     else:  # other kernels round differently, and 30 Adam steps grow that in single small tensors (a bias
         # whose gradient is near zero): each network's total weight must still be the same to 0.1%
         for network in dict.fromkeys(name.split("/")[0] for name in expected["sums"]):
-            def total(sums: dict) -> float:
-                return sum(absolute for name, (_, absolute) in sums.items() if name.startswith(network + "/"))
-            assert total(actual["sums"]) == pytest.approx(total(expected["sums"]), rel=1e-3), network
+            assert network_total(actual, network) == pytest.approx(network_total(expected, network), rel=1e-3), network
 
 
 def record() -> None:
