@@ -459,7 +459,7 @@ NUMBERS = {"negative": "-1", "zero": "0", "nan": "nan", "inf": "inf", "-inf": "-
 # Each option's table is every value above but those it accepts, which are left out: they would
 # start a run (or a whole evaluation, or a classifier's training).
 TRAIN_ACCEPTS = {
-    "--image-size": (), "--channels": ("zero",), "--g-width": (), "--d-width": (), "--latent-dim": (),
+    "--image-size": (), "--channels": ("zero",), "--g-width": (), "--d-width": ("zero",), "--latent-dim": (),
     "--batch-size": (), "--lr-d": ("fraction", "big", "huge"), "--lr-g": ("fraction", "big", "huge"),
     "--beta1": ("zero", "fraction"), "--beta2": ("zero", "fraction"), "--ema-decay": ("zero", "fraction"),
     "--mode-seeking": ("zero", "fraction", "big", "huge"), "--d-steps": (), "--r1": ("zero", "fraction", "big", "huge"),

@@ -14,9 +14,11 @@ from PIL import Image
 
 from conftest import TINY, snapshot
 from dcgan import data as data_module
-from dcgan.config import FOLDER_MINUTES, FileValues, resolve_config
+from dcgan.checkpoint import load_checkpoint
+from dcgan.config import FOLDER_MINUTES, FileValues, TrainConfig, resolve_config
 from dcgan.data import load_data
 from dcgan.errors import UserError
+from dcgan.networks import DEFAULT_D_WIDTH, SMALL_SET_D_WIDTH, SMALL_SET_IMAGES, d_width_for
 from dcgan.training.prepare import new_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -243,6 +245,18 @@ def test_a_picture_folder_without_a_preset_trains_with_the_folder_preset(run_cli
     config = tomllib.loads((tmp_path / "run" / "config.toml").read_text())
     assert (config["arch"], config["ada_target"]) == ("dcgan", 0.45)
     assert "preset: folder (" in err and "--preset names another" in err
+    # a set of six pictures gets the narrower discriminator, recorded for a resume or a later --init-from
+    assert config["d_width"] == SMALL_SET_D_WIDTH and f"--d-width {SMALL_SET_D_WIDTH}: " in err
+    first_conv = next(v for v in load_checkpoint(tmp_path / "run")["discriminator"].values() if v.dim() == 4)
+    assert first_conv.shape[0] == SMALL_SET_D_WIDTH
+
+
+@pytest.mark.parametrize(("arch", "d_width", "images", "expected"), [
+    ("dcgan", 0, 1, SMALL_SET_D_WIDTH), ("dcgan", 0, SMALL_SET_IMAGES, SMALL_SET_D_WIDTH),
+    ("dcgan", 0, SMALL_SET_IMAGES + 1, DEFAULT_D_WIDTH), ("tutorial", 0, 10, DEFAULT_D_WIDTH),
+    ("dcgan", 48, 10, 48), ("dcgan", 48, 60_000, 48)])
+def test_a_discriminator_width_left_to_the_data_is_narrower_on_a_small_set(arch, d_width, images, expected):
+    assert d_width_for(TrainConfig(arch=arch, image_size=64, d_width=d_width), images) == expected
 
 
 def test_a_picture_folder_without_a_length_trains_for_the_folder_minutes(tmp_path: Path) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from conftest import TINY, assert_same_training_state, snapshot, write_idx
@@ -251,3 +253,23 @@ def test_a_started_run_keeps_the_clusters_of_the_run_it_starts_from(run_cli, idx
     assert checkpoint(source)["config"]["clusters"] == 5
     assert checkpoint(started)["config"]["clusters"] == 5
     assert checkpoint(scratch)["config"]["clusters"] == 0
+
+
+def test_a_started_folder_run_keeps_the_discriminator_width_and_clusters_of_its_source(run_cli, tmp_path):
+    folder = tmp_path / "pictures"  # 16 pictures: a new run of the folder preset would get a D of 32
+    folder.mkdir()
+    for index in range(16):
+        colour = np.array([15 * index, 255 - 15 * index, 100], dtype=np.uint8)
+        Image.fromarray(np.broadcast_to(colour, (16, 16, 3)).copy()).save(folder / f"{index}.png")
+    flags = ("--data", folder, "--image-size", "32", "--g-width", "4", "--latent-dim", "4", "--batch-size", "8",
+             "--steps", "1", "--sample-every", "0", "--quiet")
+    code, _, err = run_cli("train", *flags, "--d-width", "8", "--out", tmp_path / "source")
+    assert code == 0, err
+    code, _, err = run_cli("train", *flags, "--init-from", tmp_path / "source", "--out", tmp_path / "started")
+    assert code == 0, err
+    assert checkpoint(tmp_path / "started")["config"]["d_width"] == 8
+    assert f"--d-width 8: the width of {tmp_path / 'source'}'s discriminator" in err
+    # the source had no clusters (16 pictures, 50 per cluster): the started run keeps none, though 16 pictures
+    # would give a started run's clusters 8 (2 per cluster)
+    assert checkpoint(tmp_path / "started")["config"]["clusters"] == 0
+    assert f"--clusters 0: the number of {tmp_path / 'source'}'s clusters" in err

@@ -119,8 +119,9 @@ def _add_train(sub: Any) -> None:
                    help="1 or 3; default (0): the data's (3 for a folder of colour images)")
     g.add_argument("--g-width", type=_positive_int, default=s, metavar="N",
                    help="dcgan: G's channels at half the image size, doubling as the maps halve (default 64)")
-    g.add_argument("--d-width", type=_positive_int, default=s, metavar="N",
-                   help="dcgan: D's channels after its first layer, doubling as the maps halve (default 64)")
+    g.add_argument("--d-width", type=_non_negative_int, default=s, metavar="N",
+                   help="dcgan: D's channels after its first layer, doubling as the maps halve (default 64; "
+                        "0, the folder preset's: 32 for a set of at most 500 images, else 64)")
     g.add_argument("--minibatch-std", action=argparse.BooleanOptionalAction, default=s,
                    help="dcgan: D's last maps gain a channel of how much the images of each group of 4 differ, "
                         "so a batch of alike images is easy to tell from a real one (Karras et al. 2018)")

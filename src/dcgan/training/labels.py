@@ -42,16 +42,23 @@ def to_stderr(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def with_clusters(config: TrainConfig, data: ImageData, *, log: Callable[[str], None] = to_stderr
-                  ) -> tuple[TrainConfig, ImageData, torch.Tensor | None]:
+def with_clusters(config: TrainConfig, data: ImageData, taken: TrainConfig | None = None, *,
+                  log: Callable[[str], None] = to_stderr) -> tuple[TrainConfig, ImageData, torch.Tensor | None]:
     """With `--clusters K`: the data relabelled by k-means clusters, and the clusters' sizes as fractions.
 
-    Small data sets get fewer clusters (at least MIN_IMAGES_PER_CLUSTER images each on average, or
-    MIN_IMAGES_PER_TAKEN_CLUSTER for a run that starts from another's networks, whose cluster count
-    must stay the same), and none below two; the config records the number used. `log` prints the decisions.
+    A run that starts from another's networks (`taken`, the `--init-from` run's config) takes its number
+    of clusters, which its label embeddings fix. Small data sets get fewer clusters (at least
+    MIN_IMAGES_PER_CLUSTER images each on average, or MIN_IMAGES_PER_TAKEN_CLUSTER for a started run),
+    and none below two; the config records the number used. `log` prints the decisions.
     """
     if not config.clusters:
         return config, data, None
+    if taken is not None and taken.clusters != config.clusters:
+        log(f"--clusters {taken.clusters}: the number of {config.init_from}'s clusters")
+        config = config.replace(clusters=taken.clusters,
+                                mismatched_labels=config.mismatched_labels and taken.clusters >= 2)
+        if not config.clusters:
+            return config, data, None
     per_cluster = MIN_IMAGES_PER_TAKEN_CLUSTER if config.init_from else MIN_IMAGES_PER_CLUSTER
     clusters = min(config.clusters, len(data) // per_cluster)
     if clusters != config.clusters:

@@ -20,10 +20,11 @@ import torch
 from tqdm import tqdm
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..config import TrainConfig
+from ..config import TrainConfig, config_from_dict
 from ..data import ShuffledBatches, load_data, require_a_batch
 from ..device import select_device, synchronized_time
 from ..errors import UserError
+from ..networks import DEFAULT_D_WIDTH, SMALL_SET_D_WIDTH, SMALL_SET_IMAGES, d_width_for
 from .augment import AdaptiveAugment
 from .distributed import World, agreed, any_rank, from_main, gather, mean_over_ranks, rank_seed
 from .labels import set_cluster_prior, to_stderr, with_classes, with_clusters
@@ -137,8 +138,10 @@ def set_up(config: TrainConfig, run: RunDirectory, device: torch.device, *, resu
     last = str(run.last_checkpoint)
     if resume is not None:
         check_same_data(resume, len(data), last)
+    taken = None if init_weights is None else config_from_dict(init_weights["config"], config.init_from)
+    config = with_d_width(config, len(data), data.source, taken, log=log)
     config = with_classes(config, len(data.classes), data.source, flat=data.flat)
-    config, data, prior = with_clusters(config, data, log=log)
+    config, data, prior = with_clusters(config, data, taken, log=log)
     batches = ShuffledBatches(data, batch_size=config.batch_size, seed=config.seed, device=device, rank=world.rank,
                               world_size=world.size, mirror=config.mirror)
     goal = total_steps(config, batches.batches_per_epoch)
@@ -156,6 +159,22 @@ def set_up(config: TrainConfig, run: RunDirectory, device: torch.device, *, resu
         loop.position = restore(gan, resume, last, world)
     gan.set_lr_scale(config, loop.position.lr_scale)
     return loop
+
+
+def with_d_width(config: TrainConfig, num_images: int, source: str, taken: TrainConfig | None, *,
+                 log: Callable[[str], None]) -> TrainConfig:
+    """A config whose D width is left to the data (0) with one: that of the run it starts from (`taken`, the
+    `--init-from` run's config), or by the set's size."""
+    if config.d_width:
+        return config
+    if taken is not None:  # the weights it starts from fix the width
+        log(f"--d-width {taken.d_width}: the width of {config.init_from}'s discriminator")
+        return config.replace(d_width=taken.d_width)
+    width = d_width_for(config, num_images)
+    if config.arch == "dcgan":
+        log(f"--d-width {width}: {source} has {num_images} images ({SMALL_SET_D_WIDTH} for a set of at most "
+            f"{SMALL_SET_IMAGES}, else {DEFAULT_D_WIDTH})")
+    return config.replace(d_width=width)
 
 
 class Clock:

@@ -34,7 +34,7 @@ TRAINING_KEYS = ("discriminator", "opt_g", "opt_d", "epoch", "batch", "rng")
 NETWORK_SETTINGS = ("arch", "image_size", "channels", "latent_dim", "g_width", "d_width", "conditional", "num_classes",
                     "clusters", "spectral_norm")
 # Those the data decides (channels when left at 0, the classes, fewer clusters for a small set): compared once
-# it has loaded.
+# it has loaded, as is D's width when left at 0.
 SET_BY_THE_DATA = ("channels", "num_classes", "clusters")
 
 
@@ -181,7 +181,8 @@ def load_start_point(config: TrainConfig) -> dict[str, Any]:
 
     Refuses in one line naming --init-from: nothing there, anything `load_checkpoint` refuses, a
     checkpoint without a discriminator, and one whose stored config makes other networks than
-    `config` (but for the settings the data decides, which `start_from` compares once it has loaded).
+    `config` (but for the settings the data decides, and D's width left to it, which `start_from` compares
+    once it has loaded).
     """
     source = config.init_from
     what = f"--init-from {source}"
@@ -194,8 +195,8 @@ def load_start_point(config: TrainConfig) -> dict[str, Any]:
     if "discriminator" not in payload:
         raise UserError(f"{what}: the checkpoint holds a generator only; a run starts from both networks (name a "
                         f"run directory or a checkpoint that `dcgan train` wrote)")
-    require_same_networks(config, stored, source, settings=[name for name in NETWORK_SETTINGS
-                                                            if name not in SET_BY_THE_DATA])
+    later = (*SET_BY_THE_DATA, *(("d_width",) if not config.d_width else ()))
+    require_same_networks(config, stored, source, settings=[name for name in NETWORK_SETTINGS if name not in later])
     return payload
 
 
