@@ -31,7 +31,7 @@ from .tutorial import TutorialDiscriminator, TutorialGenerator
 
 # D's width when the config leaves it to the data (0, the folder preset's): half Radford et al.'s on a set of
 # at most SMALL_SET_IMAGES pictures, where a step with it takes about 0.6 of the time. In equal minutes it ended
-# lower than D at 64 in all nine runs measured: 500 pictures of two colour sets, 250 of one, three seeds each
+# lower than D at 64 in all twelve runs measured: 500 and 250 pictures of two colour sets, three seeds each
 # (docs/quality.md, "A narrower discriminator"); larger sets are not measured and keep 64.
 DEFAULT_D_WIDTH, SMALL_SET_D_WIDTH, SMALL_SET_IMAGES = 64, 32, 500
 
