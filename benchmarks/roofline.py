@@ -40,7 +40,8 @@ def preset_step(preset: str, precision: str, channels_last: bool = False) -> tup
     """The preset's training step in `precision` (and memory format), a real batch for it, and the batch size."""
     torch.manual_seed(0)
     config = resolve_config({}, {"preset": preset, "precision": precision, "channels": 1 if preset != "dcgan" else 3,
-                                 "clusters": 0, "mode_seeking": 0.0, "ema_decay": 0.0, "channels_last": channels_last})
+                                 "clusters": 0, "mode_seeking": 0.0, "ema_decay": 0.0,
+                                 "memory_format": "channels-last" if channels_last else "contiguous"})
     step = TrainingStep.from_config(build_gan(config, CPU), config, CPU)
     real = torch.rand(config.batch_size, config.channels, config.image_size, config.image_size) * 2 - 1
     if channels_last:

@@ -24,9 +24,10 @@ from dcgan.data import ShuffledBatches, load_data
 from dcgan.device import select_device
 from dcgan.training.step import TrainingStep, build_gan
 
-VARIANTS = {"fp32": dict(precision="fp32"), "bf16": dict(precision="bf16"),
-            "fp32+cl": dict(precision="fp32", channels_last=True), "bf16+cl": dict(precision="bf16", channels_last=True),
-            "bf16+reuse": dict(precision="bf16", reuse_fake=True)}
+CONTIGUOUS, CHANNELS_LAST = dict(memory_format="contiguous"), dict(memory_format="channels-last")
+VARIANTS = {"fp32": dict(precision="fp32", **CONTIGUOUS), "bf16": dict(precision="bf16", **CONTIGUOUS),
+            "fp32+cl": dict(precision="fp32", **CHANNELS_LAST), "bf16+cl": dict(precision="bf16", **CHANNELS_LAST),
+            "bf16+reuse": dict(precision="bf16", reuse_fake=True, **CONTIGUOUS)}
 
 
 def measure(config: TrainConfig, device: torch.device, batches: ShuffledBatches, steps: int, warmup: int) -> float:
@@ -41,7 +42,7 @@ def measure(config: TrainConfig, device: torch.device, batches: ShuffledBatches,
                 torch.cuda.synchronize()
             timed_from = time.perf_counter()
         real, _ = next(stream)
-        if config.channels_last:
+        if config.memory_format == "channels-last":
             real = real.contiguous(memory_format=torch.channels_last)
         loss = train_step(real)[0]
     loss.item()  # one sync at the end

@@ -134,6 +134,23 @@ def test_resume_accepts_the_runs_own_recipe_flags(run_cli, idx_dir: Path, tmp_pa
         f"dcgan: error: --resume {run}: a resumed run keeps its recipe; cannot change --seed 4 (the run has 3)"]
 
 
+def test_channels_last_is_recorded_as_the_runs_memory_format(run_cli, idx_dir: Path, tmp_path: Path,
+                                                              one_thread) -> None:
+    from conftest import TINY
+
+    run = tmp_path / "run"
+    code, _, err = run_cli("train", "--data", idx_dir, *TINY, "--batch-size", "16", "--steps", "2", "--channels-last",
+                           "--out", run)
+    assert code == 0, err
+    assert tomllib.loads((run / "config.toml").read_text())["memory_format"] == "channels-last"
+    code, _, err = run_cli("train", "--resume", run, "--memory-format", "contiguous", "--steps", "4", "--quiet")
+    assert code == 2 and err.strip().splitlines() == [
+        f"dcgan: error: --resume {run}: a resumed run keeps its recipe; cannot change --memory-format 'contiguous' "
+        f"(the run has 'channels-last')"]
+    code, out, err = run_cli("train", "--resume", run, "--memory-format", "channels-last", "--steps", "4", "--quiet")
+    assert code == 0 and out.startswith("completed: step=4 "), err
+
+
 def test_progress_gif_keeps_the_colours_of_the_grids(tmp_path: Path) -> None:
     from dcgan.images import save_progress_gif
 

@@ -59,8 +59,20 @@ def test_flags_override_file_which_overrides_preset(tmp_path: Path) -> None:
     assert config.seed == 3
 
 
+@pytest.mark.parametrize(("stored", "memory_format"), [(True, "channels-last"), (False, "contiguous")])
+def test_channels_last_of_earlier_versions_is_read_as_its_memory_format(tmp_path: Path, stored: bool,
+                                                                        memory_format: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f"channels_last = {str(stored).lower()}\nseed = 2\n")
+    assert resolve_config(read_toml(path)).memory_format == memory_format
+    assert config_from_dict({"channels_last": stored, "seed": 2}, "runs/a/last.pt").memory_format == memory_format
+    path.write_text("channels_last = 1\n")
+    with pytest.raises(UserError, match=f"{path}: channels_last = 1: must be true or false"):
+        read_toml(path)
+
+
 def test_toml_round_trip() -> None:
-    config = TrainConfig(data='a "quoted" path', lr_d=3e-4, channels_last=True)
+    config = TrainConfig(data='a "quoted" path', lr_d=3e-4, memory_format="channels-last")
     assert TrainConfig(**tomllib.loads(to_toml(config))) == config
 
 
@@ -68,6 +80,7 @@ def test_toml_round_trip() -> None:
     ({"batch_size": 0}, "--batch-size"), ({"lr_d": -1.0}, "--lr-d"), ({"beta1": 1.0}, "--beta1"),
     ({"image_size": 30}, "--image-size"), ({"device": "tpu"}, "--device"), ({"epochs": 0}, "--epochs"),
     ({"channels": 2}, "--channels"), ({"time_limit": -1.0}, "--time-limit"),
+    ({"memory_format": "nhwc"}, "--memory-format"),
 ])
 def test_invalid_values_name_the_option(changes: dict, flag: str) -> None:
     with pytest.raises(UserError, match=flag):

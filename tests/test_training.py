@@ -10,7 +10,7 @@ import torch
 from dcgan.plots import read_metrics
 from dcgan.config import TrainConfig
 from dcgan import device
-from dcgan.device import autocast_for, resolve_precision
+from dcgan.device import autocast_for, resolve_memory_format, resolve_precision
 from dcgan.data import ImageData, ShuffledBatches
 from dcgan.training import loop as loop_module
 from dcgan.training.loop import WARMUP_STEPS, Clock, Logger, TrainingLoop, train
@@ -58,7 +58,7 @@ def test_generator_step_updates_only_g_and_leaves_d_trainable() -> None:
 def losses_over_steps(precision: str, channels_last: bool, *, steps: int = 4, reuse_fake: bool = False
                       ) -> torch.Tensor:
     """(d_loss, D(x), D(G(z)), g_loss) of each of `steps` steps from the same weights, data and noise."""
-    gan = _gan(precision=precision, channels_last=channels_last)
+    gan = _gan(precision=precision, memory_format="channels-last" if channels_last else "contiguous")
     step = TrainingStep(gan, latent_dim=16, reuse_fake=reuse_fake, autocast=autocast_for(precision, CPU))
     real = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
     if channels_last:
@@ -103,6 +103,33 @@ def test_precision_auto_is_bf16_exactly_where_the_hardware_has_it(monkeypatch: p
     monkeypatch.setattr(device, "bf16_supported", lambda _: native_bf16)
     assert resolve_precision("auto", CPU) == expected
     assert resolve_precision("fp32", CPU) == "fp32" and resolve_precision("bf16", CPU) == "bf16"
+
+
+@pytest.mark.parametrize(("amx", "precision", "device_type", "expected"), [
+    (True, "bf16", "cpu", torch.channels_last), (True, "fp32", "cpu", torch.contiguous_format),
+    (False, "bf16", "cpu", torch.contiguous_format), (True, "bf16", "cuda", torch.contiguous_format)])
+def test_memory_format_auto_is_channels_last_for_bf16_on_a_cpu_with_amx(
+        monkeypatch: pytest.MonkeyPatch, amx: bool, precision: str, device_type: str,
+        expected: torch.memory_format) -> None:
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": amx, "avx512_bf16": True})
+    monkeypatch.setattr(device, "bf16_supported", lambda _: True)
+    where = torch.device(device_type)
+    assert resolve_memory_format("auto", precision, where) == expected
+    assert resolve_memory_format("auto", "auto", where) == (torch.channels_last if amx and device_type == "cpu"
+                                                           else torch.contiguous_format)
+    assert resolve_memory_format("channels-last", precision, where) == torch.channels_last
+    assert resolve_memory_format("contiguous", precision, where) == torch.contiguous_format
+
+
+@pytest.mark.parametrize(("memory_format", "channels_last"), [("channels-last", True), ("contiguous", False)])
+def test_the_networks_are_built_in_the_memory_format(memory_format: str, channels_last: bool) -> None:
+    gan = _gan(arch="dcgan", image_size=32, memory_format=memory_format)
+    convolutions = [module.weight for network in (gan.generator, gan.discriminator) for module in network.modules()
+                    if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert len(convolutions) >= 6
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert all(weight.is_contiguous(memory_format=layout) for weight in convolutions)
+    assert any(weight.is_contiguous() != channels_last for weight in convolutions)
 
 
 def test_bf16_support_is_read_from_the_device() -> None:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..device import autocast_for
+from ..device import autocast_for, resolve_memory_format
 from ..networks import build_discriminator, build_generator
 from ..networks.calibration import MAX_CALIBRATION_SAMPLES, calibration_samples, recalibrate
 from .augment import AdaptiveAugment, diff_augment
@@ -111,9 +111,9 @@ def build_gan(config: TrainConfig, device: torch.device, world: World = World())
         generator = nn.SyncBatchNorm.convert_sync_batchnorm(generator)
     generator = generator.to(device)
     discriminator = build_discriminator(config).to(device)
-    if config.channels_last:
-        generator.to(memory_format=torch.channels_last)
-        discriminator.to(memory_format=torch.channels_last)
+    memory_format = resolve_memory_format(config.memory_format, config.precision, device)
+    generator.to(memory_format=memory_format)
+    discriminator.to(memory_format=memory_format)
     lr_g, lr_d = learning_rates(config)
     # The fused kernel updates every parameter in one pass (same arithmetic as the default loop).
     adam = dict(betas=(config.beta1, config.beta2), fused=device.type in ("cpu", "cuda"))
