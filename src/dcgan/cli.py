@@ -189,7 +189,7 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--precision", choices=PRECISIONS, default=s,
                    help="auto (default): bf16 autocast where the CPU or GPU runs bf16 natively, else fp32")
     g.add_argument("--memory-format", choices=MEMORY_FORMATS, default=s,
-                   help="auto (default): channels-last for bf16 on a CPU with AMX, where it is 7-20%% faster; "
+                   help="auto (default): channels-last for bf16 on a CPU with AMX, where it was 4-20%% faster; "
                         "else contiguous")
     g.add_argument("--channels-last", dest="memory_format", action="store_const", const="channels-last", default=s,
                    help="the same as --memory-format channels-last")

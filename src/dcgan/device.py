@@ -42,7 +42,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def resolve_memory_format(memory_format: str, precision: str, device: torch.device) -> torch.memory_format:
-    """`auto` is channels-last for bf16 on a CPU with AMX tiles, where it was measured 7-20% faster
+    """`auto` is channels-last for bf16 on a CPU with AMX tiles, where it was measured 4-20% faster
     (docs/performance.md); elsewhere, where it was no faster or is unmeasured, the contiguous order."""
     if memory_format == "auto":
         amx = device.type == "cpu" and torch.cpu.get_capabilities().get("amx_bf16", False)
