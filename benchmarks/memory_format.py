@@ -1,11 +1,11 @@
-"""Channels-last memory order against the default, whole `dcgan train` processes, alternated.
+"""Channels-last memory order against the contiguous one, whole `dcgan train` processes, alternated.
 
     python benchmarks/memory_format.py [--rounds 3] [--json PATH]
         --run 'folder=--data PICTURES --steps 200' --run 'dcgan=--data PICTURES --preset dcgan --steps 40' ...
 
 Each `--run NAME=ARGS` is a `dcgan train` command line (in a fresh temporary run directory), run
-once with `--memory-format contiguous` and once with `channels-last` in every round; the order of the two swaps from
-round to round, so a drift in the machine's speed falls on both. The training log's images/s
+with `--memory-format contiguous` and with `--memory-format channels-last` in every round; the
+order of the two swaps from round to round, so a drift in the machine's speed falls on both. The training log's images/s
 (the training steps only, not start-up or clustering) is compared: mean ± sd over rounds, and the
 ratio of each round's pair, which is what decides whether the memory order pays on this CPU.
 """
