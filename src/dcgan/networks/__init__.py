@@ -32,8 +32,8 @@ from .tutorial import TutorialDiscriminator, TutorialGenerator
 # D's width when the config leaves it to the data (0, the folder preset's): half Radford et al.'s on a set of
 # at most SMALL_SET_IMAGES pictures, where a step with it takes about 0.6 of the time. In equal minutes it ended
 # lower than D at 64 in all twelve runs measured: 500 and 250 pictures of two colour sets, three seeds each
-# (docs/quality.md, "A narrower discriminator"). On 1,000 pictures it was ahead too, but on one set only:
-# larger sets keep 64 until a second set agrees.
+# (docs/quality.md, "A narrower discriminator"). On 1,000 pictures it was ahead on one set and level on the
+# other, so larger sets keep 64.
 DEFAULT_D_WIDTH, SMALL_SET_D_WIDTH, SMALL_SET_IMAGES = 64, 32, 500
 
 
