@@ -5,9 +5,9 @@
 
 Each `--run NAME=ARGS` is a `dcgan train` command line (in a fresh temporary run directory), run
 with `--memory-format contiguous` and with `--memory-format channels-last` in every round; the
-order of the two swaps from round to round, so a drift in the machine's speed falls on both. The training log's images/s
-(the training steps only, not start-up or clustering) is compared: mean ± sd over rounds, and the
-ratio of each round's pair, which is what decides whether the memory order pays on this CPU.
+order of the two swaps from round to round, so a drift in the machine's speed falls on both. The
+training log's images/s (the training steps only, not start-up or clustering) is compared: mean ± sd
+over rounds, and the ratio of each round's pair, which decides whether the order pays on this CPU.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import TrainConfig, config_from_dict
 from ..data import ShuffledBatches, load_data, require_a_batch
-from ..device import resolve_memory_format, select_device, synchronized_time
+from ..device import select_device, synchronized_time
 from ..errors import UserError
 from ..networks import DEFAULT_D_WIDTH, SMALL_SET_D_WIDTH, SMALL_SET_IMAGES, d_width_for
 from .augment import AdaptiveAugment
@@ -283,7 +283,6 @@ class TrainingLoop:
         self.gan = gan
         self.world = world
         self.train_step = TrainingStep.from_config(gan, config, device, world)
-        self.memory_format = resolve_memory_format(config.memory_format, config.precision, device)
         self.batches = batches
         self.rundir = run
         self.goal = goal  # None: until the time limit
@@ -411,7 +410,7 @@ class TrainingLoop:
 
     def as_format(self, images: torch.Tensor) -> torch.Tensor:
         """Real images in the networks' memory format."""
-        return images.contiguous(memory_format=self.memory_format)
+        return images.contiguous(memory_format=self.gan.memory_format)
 
     def payload(self, rng_by_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The checkpoint payload of the current state (with every rank's random states, when given)."""

@@ -38,6 +38,7 @@ class GAN:
     calibration_samples: int = MAX_CALIBRATION_SAMPLES
     ada: AdaptiveAugment | None = None
     lecam: LeCam | None = None
+    memory_format: torch.memory_format = torch.contiguous_format  # the networks', which their batches take
 
     def state_dict(self) -> dict[str, Any]:
         """Weights, optimiser states and D's running state, as a checkpoint stores them."""
@@ -126,7 +127,8 @@ def build_gan(config: TrainConfig, device: torch.device, world: World = World())
                                    device=device, world=world, geometric=config.ada_geometric,
                                    cutout=config.ada_cutout)
                if config.ada_target else None,
-               lecam=LeCam(config.lecam, device=device, world=world) if config.lecam else None)
+               lecam=LeCam(config.lecam, device=device, world=world) if config.lecam else None,
+               memory_format=memory_format)
 
 
 class TrainingStep:
