@@ -1,6 +1,7 @@
 """Other ways to run the 64x64 networks' 4x4 stride-2 convolutions, timed against oneDNN's own.
 
-    python benchmarks/conv_variants.py [--batch 128] [--image-size 64] [--precision bf16] [--rounds 5] [--json PATH]
+    python benchmarks/conv_variants.py [--batch 128] [--image-size 64] [--precision bf16] [--channels-last]
+        [--rounds 5] [--json PATH]
 
 The convolutions are 90% of the `dcgan` preset's bf16 step (`step_profile.py`), so a faster step
 has to run them differently. For each 4x4 stride-2 layer (width 64, the preset's shapes), forward
@@ -10,14 +11,18 @@ D's convolutions:
 - `native`: `F.conv2d(x, w, stride=2, padding=1)`, what the networks run (oneDNN);
 - `space_to_depth`: the padded input's 2x2 pixel blocks moved into channels
   (`pixel_unshuffle`), then a 2x2 stride-1 convolution with the weights rearranged to match;
-- `unfold_matmul`: the 4x4 patches laid out as columns (`F.unfold`), then one batched matrix product.
+- `unfold_matmul`: the 4x4 patches laid out as columns (`F.unfold`), then one batched matrix product;
+- `matmul`: what the networks run on small maps with `--convolutions matmul` (networks/matmul_conv.py):
+  the patches as rows of channels-last pixels, one matrix product, backward passes by hand.
 
 G's transposed convolutions:
 
 - `native`: `F.conv_transpose2d(x, w, stride=2, padding=1)`;
 - `sub_pixel`: one 3x3 stride-1 convolution to four times the channels (one set per output pixel
   parity, 4 of its 9 taps used), then `pixel_shuffle`: 2.25 times the multiply-adds, in the
-  convolution kernel that runs fastest here.
+  convolution kernel that runs fastest here;
+- `matmul`: one matrix product to every input pixel's 4x4 patch of outputs, the overlaps summed
+  (networks/matmul_conv.py).
 
 For the two layers with three channels (D's first, G's last), which run far below the others' rate,
 also `fp32` (the layer alone outside bf16 autocast) and `padded` (the three channels padded with zeros
@@ -40,6 +45,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from dcgan.networks.matmul_conv import conv2d_as_matmul, conv_transpose2d_as_matmul
 from machine import cpu_name
 from roofline import matmul_peak
 
@@ -53,7 +59,7 @@ def space_to_depth(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """The same convolution as a 2x2 stride-1 one over the padded input's 2x2 pixel blocks."""
     out_channels, in_channels = weight.shape[:2]
     # kernel row 2a + dy, column 2b + dx -> channel c*4 + dy*2 + dx (pixel_unshuffle's order), offset (a, b)
-    blocks = weight.view(out_channels, in_channels, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4)
+    blocks = weight.reshape(out_channels, in_channels, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4)
     blocked = F.pixel_unshuffle(F.pad(x, (1, 1, 1, 1)), 2)  # (B, 4C, H/2 + 1, W/2 + 1)
     return F.conv2d(blocked, blocks.reshape(out_channels, in_channels * 4, 2, 2))  # (B, O, H/2, W/2)
 
@@ -62,7 +68,7 @@ def unfold_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """The same convolution as a matrix product over the input's 4x4 patches."""
     side = x.shape[-1] // 2
     columns = F.unfold(x, 4, padding=1, stride=2)  # (B, C*16, side*side)
-    return (weight.view(weight.shape[0], -1) @ columns).view(x.shape[0], -1, side, side)  # (B, O, side, side)
+    return (weight.reshape(weight.shape[0], -1) @ columns).view(x.shape[0], -1, side, side)  # (B, O, side, side)
 
 
 def native_transposed(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -108,10 +114,20 @@ def padded_transposed(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return native_transposed(x, weight)[:, :out_channels]
 
 
+def matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The convolution as the networks run it on small maps with `--convolutions matmul`."""
+    return conv2d_as_matmul(x, weight, stride=2, padding=1)
+
+
+def matmul_transposed(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The transposed convolution as the networks run it on small maps with `--convolutions matmul`."""
+    return conv_transpose2d_as_matmul(x, weight, stride=2, padding=1)
+
+
 VARIANTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "native": native, "space_to_depth": space_to_depth, "unfold_matmul": unfold_matmul}
+    "native": native, "space_to_depth": space_to_depth, "unfold_matmul": unfold_matmul, "matmul": matmul}
 TRANSPOSED_VARIANTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "native": native_transposed, "sub_pixel": sub_pixel}
+    "native": native_transposed, "sub_pixel": sub_pixel, "matmul": matmul_transposed}
 NARROW_VARIANTS = {"fp32": in_fp32(native), "padded": padded}
 NARROW_TRANSPOSED_VARIANTS = {"fp32": in_fp32(native_transposed), "padded": padded_transposed}
 
@@ -147,6 +163,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--channels-last", action="store_true", help="inputs and weights in channels-last order")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -158,9 +175,10 @@ def main() -> None:
     for network, variants, (in_channels, out_channels, side) in layers:
         if 3 in (in_channels, out_channels):
             variants = {**variants, **(NARROW_VARIANTS if network == "D" else NARROW_TRANSPOSED_VARIANTS)}
-        x = torch.randn(args.batch, in_channels, side, side)
+        layout = torch.channels_last if args.channels_last else torch.contiguous_format
+        x = torch.randn(args.batch, in_channels, side, side).contiguous(memory_format=layout)
         shape = (out_channels, in_channels) if network == "D" else (in_channels, out_channels)
-        weight = torch.randn(*shape, 4, 4) * 0.02
+        weight = (torch.randn(*shape, 4, 4) * 0.02).contiguous(memory_format=layout)
         reference = variants["native"](x, weight)
         for fn in variants.values():  # the same numbers (fp32), else the timing means nothing
             torch.testing.assert_close(fn(x, weight), reference, rtol=1e-4, atol=1e-4)
@@ -188,6 +206,7 @@ def main() -> None:
         args.json.write_text(json.dumps({
             "cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "batch": args.batch, "image_size": args.image_size, "precision": args.precision,
+            "channels_last": args.channels_last,
             "rounds": args.rounds, "matmul_gflops": peak, "layers": rows, "total_ms": total}, indent=1) + "\n")
 
 

@@ -36,12 +36,15 @@ TIMED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
 
 
-def preset_step(preset: str, precision: str, channels_last: bool = False) -> tuple[TrainingStep, torch.Tensor, int]:
-    """The preset's training step in `precision` (and memory format), a real batch for it, and the batch size."""
+def preset_step(preset: str, precision: str, channels_last: bool = False, convolutions: str = "native"
+                ) -> tuple[TrainingStep, torch.Tensor, int]:
+    """The preset's training step in `precision` (memory format, way of running small maps' convolutions), a real
+    batch for it, and the batch size."""
     torch.manual_seed(0)
     config = resolve_config({}, {"preset": preset, "precision": precision, "channels": 1 if preset != "dcgan" else 3,
                                  "clusters": 0, "mode_seeking": 0.0, "ema_decay": 0.0,
-                                 "memory_format": "channels-last" if channels_last else "contiguous"})
+                                 "memory_format": "channels-last" if channels_last else "contiguous",
+                                 "convolutions": convolutions})
     step = TrainingStep.from_config(build_gan(config, CPU), config, CPU)
     real = torch.rand(config.batch_size, config.channels, config.image_size, config.image_size) * 2 - 1
     if channels_last:

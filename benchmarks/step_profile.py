@@ -1,6 +1,7 @@
 """What a training step's time is made of: the step profiled op by op, grouped into kinds of work.
 
-    python benchmarks/step_profile.py [--preset dcgan] [--precision bf16] [--channels-last] [--steps 10] [--json PATH]
+    python benchmarks/step_profile.py [--preset dcgan] [--precision bf16] [--channels-last] [--convolutions native]
+        [--steps 10] [--json PATH]
 
 The step is the preset's own `TrainingStep` (batch size and image size of the preset, the
 `roofline.py` set-up: no clusters, no mode seeking, no moving average), on random images, after
@@ -44,9 +45,10 @@ def kind_of(event: torch.autograd.profiler_util.FunctionEvent) -> str:
     return next((kind for kind, parts in KINDS if any(part in name for part in parts)), "other")
 
 
-def profile_step(preset: str, precision: str, steps: int, channels_last: bool = False) -> dict:
+def profile_step(preset: str, precision: str, steps: int, channels_last: bool = False, convolutions: str = "native"
+                 ) -> dict:
     """Per kind of work: milliseconds of one step (the mean over `steps`), and the step's total."""
-    step, real, batch = preset_step(preset, precision, channels_last)
+    step, real, batch = preset_step(preset, precision, channels_last, convolutions)
     flops = step_flops(step, real)
     for _ in range(3):
         step(real)
@@ -63,7 +65,8 @@ def profile_step(preset: str, precision: str, steps: int, channels_last: bool = 
             continue
         by_kind[kind_of(event)] += event.self_cpu_time_total / 1e3 / steps
     matmul = matmul_peak(torch.bfloat16 if precision == "bf16" else torch.float32)
-    return {"preset": preset, "precision": precision, "channels_last": channels_last, "batch_size": batch,
+    return {"preset": preset, "precision": precision, "channels_last": channels_last, "convolutions": convolutions,
+            "batch_size": batch,
             "threads": torch.get_num_threads(),
             "step_ms": wall * 1e3, "images_per_s": batch / wall, "flops_per_step": flops,
             "ceiling_ms": flops / matmul * 1e3, "matmul_gflops": matmul / 1e9,
@@ -75,12 +78,14 @@ def main() -> None:
     parser.add_argument("--preset", default="dcgan")
     parser.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
     parser.add_argument("--channels-last", action="store_true", help="both networks and the batch in channels-last")
+    parser.add_argument("--convolutions", default="native", choices=("native", "matmul"),
+                        help="small maps' convolutions as PyTorch's kernels or as matrix products")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    row = profile_step(args.preset, args.precision, args.steps, args.channels_last)
+    row = profile_step(args.preset, args.precision, args.steps, args.channels_last, args.convolutions)
     profiled = sum(row["ms_by_kind"].values())
-    layout = ", channels-last" if args.channels_last else ""
+    layout = (", channels-last" if args.channels_last else "") + (", matmul" if args.convolutions == "matmul" else "")
     print(f"{cpu_name()}, {row['threads']} threads: {args.preset} {args.precision}{layout}, batch {row['batch_size']}: "
           f"{row['step_ms']:.0f} ms a step ({row['images_per_s']:.1f} images/s); its FLOPs at the matrix-product "
           f"rate ({row['matmul_gflops']:.0f} GFLOP/s): {row['ceiling_ms']:.0f} ms "

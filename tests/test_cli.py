@@ -151,6 +151,28 @@ def test_channels_last_is_recorded_as_the_runs_memory_format(run_cli, idx_dir: P
     assert code == 0 and out.startswith("completed: step=4 "), err
 
 
+def test_the_way_of_running_convolutions_is_recorded_and_kept_on_resume(run_cli, tmp_path: Path,
+                                                                        one_thread) -> None:
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    generator = np.random.default_rng(0)
+    for index in range(8):
+        Image.fromarray(generator.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(pictures / f"{index}.png")
+    run = tmp_path / "run"
+    tiny = ("--preset", "dcgan", "--image-size", "32", "--g-width", "4", "--d-width", "4", "--latent-dim", "4",
+            "--batch-size", "4", "--quiet", "--sample-every", "0", "--precision", "fp32")
+    code, _, err = run_cli("train", "--data", pictures, *tiny, "--steps", "2", "--convolutions", "matmul",
+                           "--out", run)
+    assert code == 0, err
+    assert tomllib.loads((run / "config.toml").read_text())["convolutions"] == "matmul"
+    code, _, err = run_cli("train", "--resume", run, "--convolutions", "native", "--steps", "4", "--quiet")
+    assert code == 2 and err.strip().splitlines() == [
+        f"dcgan: error: --resume {run}: a resumed run keeps its recipe; cannot change --convolutions 'native' "
+        f"(the run has 'matmul')"]
+    code, out, err = run_cli("train", "--resume", run, "--steps", "4", "--quiet")
+    assert code == 0 and out.startswith("completed: step=4 "), err
+
+
 def test_progress_gif_keeps_the_colours_of_the_grids(tmp_path: Path) -> None:
     from dcgan.images import save_progress_gif
 

@@ -80,7 +80,8 @@ def test_toml_round_trip() -> None:
     ({"batch_size": 0}, "--batch-size"), ({"lr_d": -1.0}, "--lr-d"), ({"beta1": 1.0}, "--beta1"),
     ({"image_size": 30}, "--image-size"), ({"device": "tpu"}, "--device"), ({"epochs": 0}, "--epochs"),
     ({"channels": 2}, "--channels"), ({"time_limit": -1.0}, "--time-limit"),
-    ({"memory_format": "nhwc"}, "--memory-format"),
+    ({"memory_format": "nhwc"}, "--memory-format"), ({"convolutions": "fast"}, "--convolutions"),
+    ({"convolutions": "matmul", "r1": 1.0}, "--convolutions matmul: --r1"),
 ])
 def test_invalid_values_name_the_option(changes: dict, flag: str) -> None:
     with pytest.raises(UserError, match=flag):

@@ -34,8 +34,8 @@ def test_the_transposed_shapes_are_the_dcgan_generators(conv_variants) -> None:
         (layer.in_channels, layer.out_channels, side) for layer, side in zip(strided, sides)]
 
 
-@pytest.mark.parametrize("name, transposed", [("space_to_depth", False), ("unfold_matmul", False),
-                                              ("sub_pixel", True), ("fp32", False), ("padded", False),
+@pytest.mark.parametrize("name, transposed", [("space_to_depth", False), ("unfold_matmul", False), ("matmul", False),
+                                              ("sub_pixel", True), ("matmul", True), ("fp32", False), ("padded", False),
                                               ("fp32", True), ("padded", True)])
 def test_each_variant_matches_the_native_convolution_and_its_gradients(
         conv_variants, name: str, transposed: bool) -> None:

@@ -22,6 +22,7 @@ LOSSES = ("bce", "hinge", "lsgan")  # training.losses
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 MEMORY_FORMATS = ("auto", "channels-last", "contiguous")  # device.resolve_memory_format
+CONVOLUTIONS = ("auto", "native", "matmul")  # device.resolve_convolutions
 LR_SCALINGS = ("none", "sqrt", "linear")
 # `dcgan project`: the optimisation's steps by default, and at most (far past where the distance stops falling)
 PROJECTION_STEPS, MAX_PROJECTION_STEPS = 300, 100_000
@@ -171,6 +172,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # bf16 autocast where the hardware runs it natively, else fp32
     memory_format: str = "auto"  # auto: channels-last where it was measured faster (bf16 on a CPU with AMX)
+    convolutions: str = "auto"  # how layers on 4x4 maps run; auto: as matrix products for bf16 on a CPU with AMX
     reuse_fake: bool = False  # the G step reuses the D step's generated batch (one G forward, not two)
     lr_scaling: str = "none"  # large batches: scale learning rates by batch/32 (linear) or its root (sqrt)
     sync_bn: bool = False  # several GPUs: G's batch norm uses the statistics of the global batch
@@ -231,6 +233,9 @@ class TrainConfig:
         if self.mode_seeking and self.reuse_fake:
             self._refuse("{mode_seeking} compares the D step's generated batch with the G step's, "
                          "so it cannot be used with {reuse_fake} (one batch for both)", "mode_seeking", "reuse_fake")
+        if self.convolutions == "matmul" and self.r1:
+            self._refuse("{convolutions:value}: {r1} differentiates D twice, which only PyTorch's own convolutions "
+                         "do (use auto or native)", "convolutions", "r1")
         if self.loss not in LOSSES:
             self._refuse(f"must be one of {', '.join(LOSSES)}", "loss")
         if self.epochs == 0 and self.steps == 0 and self.time_limit == 0:
@@ -253,6 +258,7 @@ class TrainConfig:
         if self.batch_size < 2:
             self._refuse("must be at least 2 (batch norm needs 2 samples)", "batch_size")
         for name, choices in (("device", DEVICES), ("precision", PRECISIONS), ("memory_format", MEMORY_FORMATS),
+                              ("convolutions", CONVOLUTIONS),
                               ("lr_scaling", LR_SCALINGS), ("arch", ARCHITECTURES), ("preset", PRESETS)):
             if getattr(self, name) not in choices:
                 self._refuse(f"must be one of {', '.join(choices)}", name)

@@ -41,13 +41,26 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def amx_bf16(precision: str, device: torch.device) -> bool:
+    """Whether `precision` (`auto` resolved) is bf16 on a CPU with AMX tiles, which multiply bf16 matrices."""
+    return (device.type == "cpu" and torch.cpu.get_capabilities().get("amx_bf16", False)
+            and resolve_precision(precision, device) == "bf16")
+
+
 def resolve_memory_format(memory_format: str, precision: str, device: torch.device) -> torch.memory_format:
     """`auto` is channels-last for bf16 on a CPU with AMX tiles, where it was measured 4-20% faster
     (docs/performance.md); elsewhere, where it was no faster or is unmeasured, the contiguous order."""
     if memory_format == "auto":
-        amx = device.type == "cpu" and torch.cpu.get_capabilities().get("amx_bf16", False)
-        memory_format = "channels-last" if amx and resolve_precision(precision, device) == "bf16" else "contiguous"
+        memory_format = "channels-last" if amx_bf16(precision, device) else "contiguous"
     return torch.channels_last if memory_format == "channels-last" else torch.contiguous_format
+
+
+def resolve_convolutions(convolutions: str, precision: str, device: torch.device) -> str:
+    """`auto` is `matmul` (small maps' convolutions as matrix products) for bf16 on a CPU with AMX tiles, where
+    the dcgan step was measured 17-37% faster (docs/performance.md); elsewhere, unmeasured, `native`."""
+    if convolutions == "auto":
+        return "matmul" if amx_bf16(precision, device) else "native"
+    return convolutions
 
 
 def autocast_for(precision: str, device: torch.device) -> Callable[[], ContextManager[object]]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..config import DCGAN_SIZES
+from .matmul_conv import Conv2d, ConvTranspose2d
 from .tutorial import refuse_labels
 
 MAX_WIDTH_FACTOR = 16
@@ -46,15 +47,15 @@ class DCGANGenerator(nn.Module):
         check_size(image_size)
         self.latent_dim = latent_dim
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim, width_at(4, image_size, width), 4, 1, 0, bias=False),  # (B, 512, 4, 4)
+            ConvTranspose2d(latent_dim, width_at(4, image_size, width), 4, 1, 0, bias=False),  # (B, 512, 4, 4)
             nn.BatchNorm2d(width_at(4, image_size, width)),
             nn.ReLU(True),
         ]
         for size in (4 * 2**i for i in range(int(math.log2(image_size // 8)))):  # 4, 8, 16 for 64x64
             c_in, c_out = width_at(size, image_size, width), width_at(2 * size, image_size, width)
-            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),  # (B, 256, 8, 8) ... (B, 64, 32, 32)
+            layers += [ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),  # (B, 256, 8, 8) ... (B, 64, 32, 32)
                        nn.BatchNorm2d(c_out), nn.ReLU(True)]
-        layers += [nn.ConvTranspose2d(width_at(image_size // 2, image_size, width), channels, 4, 2, 1, bias=False),
+        layers += [ConvTranspose2d(width_at(image_size // 2, image_size, width), channels, 4, 2, 1, bias=False),
                    nn.Tanh()]  # (B, C, 64, 64)
         self.main = nn.Sequential(*layers)
         initialise(self)
@@ -105,11 +106,11 @@ class DCGANDiscriminator(nn.Module):
         super().__init__()
         check_size(image_size)
         size = image_size // 2
-        layers: list[nn.Module] = [nn.Conv2d(channels, width_at(size, image_size, width), 4, 2, 1, bias=False),
+        layers: list[nn.Module] = [Conv2d(channels, width_at(size, image_size, width), 4, 2, 1, bias=False),
                                    nn.LeakyReLU(0.2, inplace=True)]  # (B, 64, 32, 32)
         while size > 4:
             c_in, c_out = width_at(size, image_size, width), width_at(size // 2, image_size, width)
-            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False),  # (B, 128, 16, 16) ... (B, 512, 4, 4)
+            layers += [Conv2d(c_in, c_out, 4, 2, 1, bias=False),  # (B, 128, 16, 16) ... (B, 512, 4, 4)
                        nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True)]
             size //= 2
         top = width_at(4, image_size, width)
@@ -119,7 +120,7 @@ class DCGANDiscriminator(nn.Module):
         layers.append(nn.Flatten())  # (B, 512*4*4), 513*4*4 with the spread
         self.features = nn.Sequential(*layers)
         self.feature_dim = top * 16
-        self.classify = nn.Sequential(nn.Unflatten(1, (top, 4, 4)), nn.Conv2d(top, 1, 4, 1, 0, bias=False),
+        self.classify = nn.Sequential(nn.Unflatten(1, (top, 4, 4)), Conv2d(top, 1, 4, 1, 0, bias=False),
                                       nn.Flatten())  # (B, 1)
         initialise(self)
 

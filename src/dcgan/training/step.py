@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..device import autocast_for, resolve_memory_format
+from ..device import autocast_for, resolve_convolutions, resolve_memory_format
 from ..networks import build_discriminator, build_generator
 from ..networks.calibration import MAX_CALIBRATION_SAMPLES, calibration_samples, recalibrate
+from ..networks.matmul_conv import use_matmul
 from .augment import AdaptiveAugment, diff_augment
 from .distributed import World, broadcast_buffers, parallel
 from .ema import EMA
@@ -102,7 +103,8 @@ def learning_rates(config: TrainConfig) -> tuple[float, float]:
 
 
 def build_gan(config: TrainConfig, device: torch.device, world: World = World()) -> GAN:
-    """Networks and Adam optimisers for `config`, on `device`, in its memory format, with D's running state.
+    """Networks and Adam optimisers for `config`, on `device`, in its memory format and way of running small
+    maps' convolutions, with D's running state.
 
     With `--sync-bn` and several processes, G's batch norm layers become SyncBatchNorm (same
     weights and state-dict names), which normalise with the statistics of the global batch.
@@ -115,6 +117,10 @@ def build_gan(config: TrainConfig, device: torch.device, world: World = World())
     memory_format = resolve_memory_format(config.memory_format, config.precision, device)
     generator.to(memory_format=memory_format)
     discriminator.to(memory_format=memory_format)
+    if resolve_convolutions(config.convolutions, config.precision, device) == "matmul":
+        use_matmul(generator)
+        if not config.r1:  # R1 differentiates D twice, which the products' hand-written backward does not
+            use_matmul(discriminator)
     lr_g, lr_d = learning_rates(config)
     # The fused kernel updates every parameter in one pass (same arithmetic as the default loop).
     adam = dict(betas=(config.beta1, config.beta2), fused=device.type in ("cpu", "cuda"))
