@@ -51,18 +51,31 @@ def test_the_product_gives_the_convolution_and_its_gradients(transposed: bool, s
         torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
 
 
-def test_under_bf16_autocast_the_product_runs_in_bf16_and_float32_weights_get_float32_gradients() -> None:
+@pytest.mark.parametrize("transposed", [False, True])
+def test_under_bf16_autocast_sums_of_overlapping_patches_are_pytorchs_own(transposed: bool) -> None:
+    """In bf16 a product's output is rounded, so the passes that add overlapping patches are left to PyTorch:
+    a convolution's input gradient and a transposed convolution's output are its own, bit for bit."""
     torch.manual_seed(0)
-    x = torch.randn(4, 16, 8, 8, requires_grad=True)
-    weight = (torch.randn(32, 16, 4, 4) * 0.1).requires_grad_()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = conv2d_as_matmul(x, weight, stride=2, padding=1)
-        reference = F.conv2d(x, weight, stride=2, padding=1)
-    assert y.dtype == reference.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), reference.float(), rtol=0.02, atol=0.02)
-    y.float().square().sum().backward()
-    assert weight.grad is not None and weight.grad.dtype == torch.float32
-    assert x.grad is not None and x.grad.dtype == torch.float32
+    # channels-last, as training runs them (in another order oneDNN may add in another order)
+    x = torch.randn(4, 16, 8, 8).contiguous(memory_format=torch.channels_last)
+    weight = (torch.randn(*((16, 32) if transposed else (32, 16)), 4, 4) * 0.1).contiguous(
+        memory_format=torch.channels_last)
+    theirs_fn, ours_fn = ((F.conv_transpose2d, conv_transpose2d_as_matmul) if transposed
+                          else (F.conv2d, conv2d_as_matmul))
+    results = []
+    for fn in (lambda a, w: theirs_fn(a, w, stride=2, padding=1), lambda a, w: ours_fn(a, w, stride=2, padding=1)):
+        a, w = x.clone().requires_grad_(), weight.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = fn(a, w)
+        y.backward(torch.linspace(-1, 1, y.numel()).view_as(y).to(y.dtype))
+        results.append((y, a.grad, w.grad))
+    (y, x_grad, w_grad), (y_ours, x_grad_ours, w_grad_ours) = results
+    assert y_ours.dtype == y.dtype == torch.bfloat16
+    assert w_grad_ours.dtype == x_grad_ours.dtype == torch.float32  # float32 leaves get float32 gradients
+    exact, product = ((y_ours, y), (x_grad_ours, x_grad)) if transposed else ((x_grad_ours, x_grad), (y_ours, y))
+    assert torch.equal(*exact)
+    torch.testing.assert_close(product[0].float(), product[1].float(), rtol=0.02, atol=0.02)
+    torch.testing.assert_close(w_grad_ours, w_grad, rtol=0.02, atol=0.02)
 
 
 @pytest.mark.parametrize("transposed", [False, True])

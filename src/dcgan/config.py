@@ -172,7 +172,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # bf16 autocast where the hardware runs it natively, else fp32
     memory_format: str = "auto"  # auto: channels-last where it was measured faster (bf16 on a CPU with AMX)
-    convolutions: str = "auto"  # how layers on 4x4 maps run; auto: as matrix products for bf16 on a CPU with AMX
+    convolutions: str = "auto"  # layers next to 4x4 maps; auto: partly matrix products for bf16 on a CPU with AMX
     reuse_fake: bool = False  # the G step reuses the D step's generated batch (one G forward, not two)
     lr_scaling: str = "none"  # large batches: scale learning rates by batch/32 (linear) or its root (sqrt)
     sync_bn: bool = False  # several GPUs: G's batch norm uses the statistics of the global batch

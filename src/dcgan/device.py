@@ -57,7 +57,7 @@ def resolve_memory_format(memory_format: str, precision: str, device: torch.devi
 
 def resolve_convolutions(convolutions: str, precision: str, device: torch.device) -> str:
     """`auto` is `matmul` (small maps' convolutions as matrix products) for bf16 on a CPU with AMX tiles, where
-    the dcgan step was measured 17-37% faster (docs/performance.md); elsewhere, unmeasured, `native`."""
+    the dcgan step was measured 11-20% faster (docs/performance.md); elsewhere, unmeasured, `native`."""
     if convolutions == "auto":
         return "matmul" if amx_bf16(precision, device) else "native"
     return convolutions

@@ -4,15 +4,20 @@ On a CPU with AMX tiles a bf16 matrix product runs at about 2.9 TFLOP/s on two c
 oneDNN's convolutions at the dcgan networks' shapes reach 0.4-0.8 (docs/performance.md). Where
 the maps are small and the channels wide (the layers next to the 4x4 maps) the patches are cheap
 to copy, so laying them out as the rows of a matrix ("im2col", channels last) and multiplying by
-the weights beats the convolution kernel in every direction (forward, input and weight gradients).
+the weights beats the convolution kernel (those layers 1.8-1.9 times as fast at batch 128, in bf16).
 On larger maps the copies of the patches cost more than the product saves, so those layers keep
 PyTorch's kernels: `Conv2d` and `ConvTranspose2d` below take the matrix-product path only when
 `as_matmul` is set (`use_matmul`) and the smaller of their input and output maps is at most
 `MATMUL_MAX_SIDE` pixels a side. Their weights and state-dict names are nn.Conv2d's and
 nn.ConvTranspose2d's, so checkpoints, exports and spectral norm see no difference.
 
-The backward passes are written by hand (a second derivative, which R1 needs, is refused), and
-sums over overlapping patches are taken in float32 (or wider) whatever the compute precision.
+Only the products that have a single sum per output go through the matrix product: a convolution's
+forward pass and weight gradient, a transposed convolution's input and weight gradients (and its
+forward pass from a 1x1 map). The passes that add up overlapping patches (a convolution's input
+gradient, a transposed convolution's forward pass) stay PyTorch's: in bf16 a product's output is
+rounded before such a sum, which made those outputs' error 1.4 times oneDNN's, which accumulates in
+float32 and rounds once. So every value has the rounding of PyTorch's own kernels. The backward
+passes are written by hand (a second derivative, which R1 needs, is refused).
 """
 
 from __future__ import annotations
@@ -44,26 +49,6 @@ def patches(x: torch.Tensor, *, kernel: int, stride: int, padding: int) -> torch
     return x.as_strided((batch, out_height, out_width, kernel, kernel, channels), (b, h * stride, w * stride, h, w, c))
 
 
-def fold_patches(columns: torch.Tensor, *, batch: int, grid: tuple[int, int], kernel: int, stride: int,
-                 padding: int, size: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
-    """The adjoint of `patches`: (B * grid, kernel * kernel * C) patch rows summed back into (B, H, W, C).
-
-    `grid` is the patches' (rows, columns), `size` the (H, W) of the map they were cut from.
-    """
-    rows, cols = grid
-    channels = columns.shape[1] // (kernel * kernel)
-    if grid == (1, 1) and padding == 0 and size == (kernel, kernel):  # one patch, nothing overlaps (G's first layer)
-        return columns.view(batch, kernel, kernel, channels).to(dtype)
-    total = torch.zeros(batch, size[0] + 2 * padding, size[1] + 2 * padding, channels,
-                        dtype=torch.promote_types(columns.dtype, torch.float32), device=columns.device)
-    per_tap = columns.view(batch, rows, cols, kernel, kernel, channels)
-    for dy in range(kernel):
-        for dx in range(kernel):
-            total[:, dy:dy + stride * (rows - 1) + 1:stride, dx:dx + stride * (cols - 1) + 1:stride] += \
-                per_tap[:, :, :, dy, dx]
-    return total[:, padding:padding + size[0], padding:padding + size[1]].to(dtype)
-
-
 def refuse_second_derivative() -> None:
     """Raise in a backward pass asked to build a graph (create_graph=True): its result would be a constant."""
     if torch.is_grad_enabled():
@@ -76,28 +61,30 @@ class _Conv2dAsMatmul(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
-        batch, in_channels, height, width = x.shape
+        in_channels = x.shape[1]
         out_channels, kernel = weight.shape[0], weight.shape[2]
         x_hwc = to_channels_last(x)  # (B, H, W, C_in)
         grid = patches(x_hwc, kernel=kernel, stride=stride, padding=padding)  # (B, H', W', k, k, C_in)
-        out_height, out_width = grid.shape[1:3]
+        batch, out_height, out_width = grid.shape[:3]
         matrix = weight.permute(0, 2, 3, 1).reshape(out_channels, kernel * kernel * in_channels)
         y = grid.reshape(-1, matrix.shape[1]) @ matrix.T  # (B * H' * W', C_out)
         ctx.save_for_backward(x_hwc, matrix)
-        ctx.shape = (batch, in_channels, height, width, kernel, stride, padding, out_height, out_width)
+        ctx.shape = (in_channels, kernel, stride, padding)
         return y.view(batch, out_height, out_width, out_channels).permute(0, 3, 1, 2)  # (B, C_out, H', W')
 
     @staticmethod
     def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         refuse_second_derivative()
         x_hwc, matrix = ctx.saved_tensors
-        batch, in_channels, height, width, kernel, stride, padding, out_height, out_width = ctx.shape
-        grad_rows = to_channels_last(grad_y.to(matrix.dtype)).view(-1, matrix.shape[0])  # (B * H' * W', C_out)
+        in_channels, kernel, stride, padding = ctx.shape
+        grad_y = grad_y.to(matrix.dtype)
+        grad_rows = to_channels_last(grad_y).view(-1, matrix.shape[0])  # (B * H' * W', C_out)
         grad_x = grad_weight = None
-        if ctx.needs_input_grad[0]:
-            grad_x = fold_patches(grad_rows @ matrix, batch=batch, grid=(out_height, out_width), kernel=kernel,
-                                  stride=stride, padding=padding, size=(height, width), dtype=x_hwc.dtype)
-            grad_x = grad_x.permute(0, 3, 1, 2)  # (B, C_in, H, W)
+        if ctx.needs_input_grad[0]:  # a sum over overlapping patches: PyTorch's kernel (see the module's docstring)
+            weight = matrix.view(-1, kernel, kernel, in_channels).permute(0, 3, 1, 2)
+            grad_x = torch.ops.aten.convolution_backward(
+                grad_y, x_hwc.permute(0, 3, 1, 2), weight, None, [stride] * 2, [padding] * 2,
+                [1, 1], False, [0, 0], 1, [True, False, False])[0]
         if ctx.needs_input_grad[1]:
             rows = patches(x_hwc, kernel=kernel, stride=stride, padding=padding).reshape(-1, matrix.shape[1])
             grad_weight = (grad_rows.T @ rows).view(-1, kernel, kernel, in_channels).permute(0, 3, 1, 2)
@@ -105,20 +92,20 @@ class _Conv2dAsMatmul(torch.autograd.Function):
 
 
 class _ConvTranspose2dAsMatmul(torch.autograd.Function):
-    """y = fold_patches(x @ W), with W (in, out, k, k) laid out as (in, k * k * out): the adjoint of the above."""
+    """The adjoint of the above: x's gradient is patches(dy) @ W^T and W's x^T @ patches(dy), with W (in, out, k, k)
+    laid out as (in, k * k * out); the forward pass, a sum over overlapping patches, is PyTorch's."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
         batch, in_channels, height, width = x.shape
         out_channels, kernel = weight.shape[1], weight.shape[2]
-        out_height, out_width = (height - 1) * stride - 2 * padding + kernel, (width - 1) * stride - 2 * padding + kernel
         x_rows = to_channels_last(x).view(-1, in_channels)  # (B * H * W, C_in)
-        matrix = weight.permute(0, 2, 3, 1).reshape(in_channels, kernel * kernel * out_channels)
-        y = fold_patches(x_rows @ matrix, batch=batch, grid=(height, width), kernel=kernel, stride=stride,
-                         padding=padding, size=(out_height, out_width), dtype=x.dtype)  # (B, H', W', C_out)
+        matrix = weight.permute(0, 2, 3, 1).reshape(in_channels, -1)  # (C_in, k * k * C_out)
         ctx.save_for_backward(x_rows, matrix)
         ctx.shape = (kernel, stride, padding, (batch, in_channels, height, width))
-        return y.permute(0, 3, 1, 2)  # (B, C_out, H', W')
+        if (height, width, padding) == (1, 1, 0):  # one pixel to a k x k map (G's first layer): nothing overlaps
+            return (x_rows @ matrix).view(batch, kernel, kernel, out_channels).permute(0, 3, 1, 2)
+        return torch.nn.functional.conv_transpose2d(x, weight, stride=stride, padding=padding)
 
     @staticmethod
     def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
