@@ -6,9 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dcgan import device
 from dcgan.config import InvalidSetting, TrainConfig
-from dcgan.device import resolve_convolutions
 from dcgan.networks.matmul_conv import (Conv2d, ConvTranspose2d, conv2d_as_matmul, conv_transpose2d_as_matmul,
                                         use_matmul)
 from dcgan.training.step import TrainingStep, build_gan
@@ -110,36 +108,19 @@ def test_the_layers_use_the_product_only_when_asked_and_only_on_small_maps() -> 
     assert products() == [False, False, False, False]
 
 
-@pytest.mark.parametrize(("amx", "precision", "device_type", "expected"), [
-    (True, "bf16", "cpu", "matmul"), (True, "auto", "cpu", "matmul"), (True, "fp32", "cpu", "native"),
-    (False, "bf16", "cpu", "native"), (True, "bf16", "cuda", "native")])
-def test_auto_is_matmul_for_bf16_on_a_cpu_with_amx(monkeypatch: pytest.MonkeyPatch, amx: bool, precision: str,
-                                                   device_type: str, expected: str) -> None:
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": amx, "avx512_bf16": True})
-    monkeypatch.setattr(device, "bf16_supported", lambda _: True)
-    where = torch.device(device_type)
-    assert resolve_convolutions("auto", precision, where) == expected
-    assert resolve_convolutions("native", precision, where) == "native"
-    assert resolve_convolutions("matmul", precision, where) == "matmul"
-
-
 def _matmul_layers(network: torch.nn.Module) -> int:
     return sum(getattr(module, "as_matmul", False) for module in network.modules())
 
 
-def test_build_gan_sets_the_layers_and_keeps_d_native_under_r1(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_gan_sets_the_layers_of_both_networks_and_the_average() -> None:
     config = TrainConfig(device="cpu", arch="dcgan", image_size=32, g_width=8, d_width=8, latent_dim=8,
                          ema_decay=0.99)
     gan = build_gan(config.replace(convolutions="matmul"), CPU)
     assert _matmul_layers(gan.generator) == _matmul_layers(gan.discriminator) == 4  # 1->4->8->16->32, 32->...->1
     assert gan.ema is not None and _matmul_layers(gan.ema.module) == 4
-    gan = build_gan(config.replace(convolutions="native"), CPU)
+    gan = build_gan(config, CPU)  # native, the default
     assert _matmul_layers(gan.generator) == _matmul_layers(gan.discriminator) == 0
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": True})
-    monkeypatch.setattr(device, "bf16_supported", lambda _: True)
-    gan = build_gan(config.replace(precision="bf16", r1=1.0), CPU)  # auto: R1 differentiates D twice
-    assert _matmul_layers(gan.generator) == 4 and _matmul_layers(gan.discriminator) == 0
-    with pytest.raises(InvalidSetting, match="r1"):
+    with pytest.raises(InvalidSetting, match="r1"):  # R1 differentiates D twice
         config.replace(convolutions="matmul", r1=1.0)
 
 

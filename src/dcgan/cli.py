@@ -194,9 +194,9 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--channels-last", dest="memory_format", action="store_const", const="channels-last", default=s,
                    help="the same as --memory-format channels-last")
     g.add_argument("--convolutions", choices=CONVOLUTIONS, default=s,
-                   help="how the dcgan networks' layers next to the 4x4 maps run: matmul (their passes with one sum per "
-                        "output as matrix products) or native (PyTorch's kernels); auto (default): matmul for bf16 "
-                        "on a CPU with AMX, where training was 11-20%% faster, else native")
+                   help="how the dcgan networks' layers next to the 4x4 maps run: native (default, PyTorch's kernels) or "
+                        "matmul (their passes with one sum per output as matrix products: 11-20%% more images/s "
+                        "in bf16 on a CPU with AMX)")
     g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=s,
                    help="under torchrun on GPUs: G's batch norm uses the statistics of the global batch "
                         "(default: each process's own)")

@@ -22,7 +22,7 @@ LOSSES = ("bce", "hinge", "lsgan")  # training.losses
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 MEMORY_FORMATS = ("auto", "channels-last", "contiguous")  # device.resolve_memory_format
-CONVOLUTIONS = ("auto", "native", "matmul")  # device.resolve_convolutions
+CONVOLUTIONS = ("native", "matmul")  # networks/matmul_conv.py
 LR_SCALINGS = ("none", "sqrt", "linear")
 # `dcgan project`: the optimisation's steps by default, and at most (far past where the distance stops falling)
 PROJECTION_STEPS, MAX_PROJECTION_STEPS = 300, 100_000
@@ -172,7 +172,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # bf16 autocast where the hardware runs it natively, else fp32
     memory_format: str = "auto"  # auto: channels-last where it was measured faster (bf16 on a CPU with AMX)
-    convolutions: str = "auto"  # layers next to 4x4 maps; auto: partly matrix products for bf16 on a CPU with AMX
+    convolutions: str = "native"  # matmul: layers next to 4x4 maps partly as matrix products (faster with AMX)
     reuse_fake: bool = False  # the G step reuses the D step's generated batch (one G forward, not two)
     lr_scaling: str = "none"  # large batches: scale learning rates by batch/32 (linear) or its root (sqrt)
     sync_bn: bool = False  # several GPUs: G's batch norm uses the statistics of the global batch
@@ -235,7 +235,7 @@ class TrainConfig:
                          "so it cannot be used with {reuse_fake} (one batch for both)", "mode_seeking", "reuse_fake")
         if self.convolutions == "matmul" and self.r1:
             self._refuse("{convolutions:value}: {r1} differentiates D twice, which only PyTorch's own convolutions "
-                         "do (use auto or native)", "convolutions", "r1")
+                         "do (use native)", "convolutions", "r1")
         if self.loss not in LOSSES:
             self._refuse(f"must be one of {', '.join(LOSSES)}", "loss")
         if self.epochs == 0 and self.steps == 0 and self.time_limit == 0:

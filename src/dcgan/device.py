@@ -55,14 +55,6 @@ def resolve_memory_format(memory_format: str, precision: str, device: torch.devi
     return torch.channels_last if memory_format == "channels-last" else torch.contiguous_format
 
 
-def resolve_convolutions(convolutions: str, precision: str, device: torch.device) -> str:
-    """`auto` is `matmul` (small maps' convolutions as matrix products) for bf16 on a CPU with AMX tiles, where
-    the dcgan step was measured 11-20% faster (docs/performance.md); elsewhere, unmeasured, `native`."""
-    if convolutions == "auto":
-        return "matmul" if amx_bf16(precision, device) else "native"
-    return convolutions
-
-
 def autocast_for(precision: str, device: torch.device) -> Callable[[], ContextManager[object]]:
     """A factory of the context that runs forward passes in `precision` (`auto` resolved) on `device`."""
     if resolve_precision(precision, device) == "bf16":

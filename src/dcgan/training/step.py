@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..device import autocast_for, resolve_convolutions, resolve_memory_format
+from ..device import autocast_for, resolve_memory_format
 from ..networks import build_discriminator, build_generator
 from ..networks.calibration import MAX_CALIBRATION_SAMPLES, calibration_samples, recalibrate
 from ..networks.matmul_conv import use_matmul
@@ -117,10 +117,9 @@ def build_gan(config: TrainConfig, device: torch.device, world: World = World())
     memory_format = resolve_memory_format(config.memory_format, config.precision, device)
     generator.to(memory_format=memory_format)
     discriminator.to(memory_format=memory_format)
-    if resolve_convolutions(config.convolutions, config.precision, device) == "matmul":
+    if config.convolutions == "matmul":  # (the config refuses it with R1, which differentiates D twice)
         use_matmul(generator)
-        if not config.r1:  # R1 differentiates D twice, which the products' hand-written backward does not
-            use_matmul(discriminator)
+        use_matmul(discriminator)
     lr_g, lr_d = learning_rates(config)
     # The fused kernel updates every parameter in one pass (same arithmetic as the default loop).
     adam = dict(betas=(config.beta1, config.beta2), fused=device.type in ("cpu", "cuda"))
