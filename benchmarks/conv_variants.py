@@ -13,7 +13,8 @@ D's convolutions:
   (`pixel_unshuffle`), then a 2x2 stride-1 convolution with the weights rearranged to match;
 - `unfold_matmul`: the 4x4 patches laid out as columns (`F.unfold`), then one batched matrix product;
 - `matmul`: what the networks run on small maps with `--convolutions matmul` (networks/matmul_conv.py):
-  the patches as rows of channels-last pixels, one matrix product, backward passes by hand.
+  the forward pass and weight gradient as the patches (rows of channels-last pixels) times the
+  weights, the input gradient (a sum of overlapping patches) oneDNN's.
 
 G's transposed convolutions:
 
@@ -21,8 +22,8 @@ G's transposed convolutions:
 - `sub_pixel`: one 3x3 stride-1 convolution to four times the channels (one set per output pixel
   parity, 4 of its 9 taps used), then `pixel_shuffle`: 2.25 times the multiply-adds, in the
   convolution kernel that runs fastest here;
-- `matmul`: one matrix product to every input pixel's 4x4 patch of outputs, the overlaps summed
-  (networks/matmul_conv.py).
+- `matmul`: as `--convolutions matmul` runs it (networks/matmul_conv.py): the input and weight
+  gradients as the output gradient's patches times the weights, the forward pass oneDNN's.
 
 For the two layers with three channels (D's first, G's last), which run far below the others' rate,
 also `fp32` (the layer alone outside bf16 autocast) and `padded` (the three channels padded with zeros
