@@ -27,6 +27,7 @@ import torch
 from machine import cpu_name
 from throughput_dcgan import run_process
 
+
 def parse_named(option: str, text: str) -> tuple[str, list[str]]:
     """`NAME=ARGS` into the name and the argument list."""
     name, separator, args = text.partition("=")

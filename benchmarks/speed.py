@@ -24,11 +24,10 @@ from dcgan.data import ShuffledBatches, load_data
 from dcgan.device import select_device
 from dcgan.training.step import TrainingStep, build_gan
 
-CONTIGUOUS = dict(memory_format="contiguous", convolutions="native")
-CHANNELS_LAST = dict(memory_format="channels-last", convolutions="native")
+CONTIGUOUS, CHANNELS_LAST = dict(memory_format="contiguous"), dict(memory_format="channels-last")
 VARIANTS = {"fp32": dict(precision="fp32", **CONTIGUOUS), "bf16": dict(precision="bf16", **CONTIGUOUS),
             "fp32+cl": dict(precision="fp32", **CHANNELS_LAST), "bf16+cl": dict(precision="bf16", **CHANNELS_LAST),
-            "bf16+cl+matmul": dict(precision="bf16", **{**CHANNELS_LAST, "convolutions": "matmul"}),
+            "bf16+cl+matmul": dict(precision="bf16", convolutions="matmul", **CHANNELS_LAST),
             "bf16+reuse": dict(precision="bf16", reuse_fake=True, **CONTIGUOUS)}
 
 

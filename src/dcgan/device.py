@@ -41,17 +41,12 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def amx_bf16(precision: str, device: torch.device) -> bool:
-    """Whether `precision` (`auto` resolved) is bf16 on a CPU with AMX tiles, which multiply bf16 matrices."""
-    return (device.type == "cpu" and torch.cpu.get_capabilities().get("amx_bf16", False)
-            and resolve_precision(precision, device) == "bf16")
-
-
 def resolve_memory_format(memory_format: str, precision: str, device: torch.device) -> torch.memory_format:
     """`auto` is channels-last for bf16 on a CPU with AMX tiles, where it was measured 4-20% faster
     (docs/performance.md); elsewhere, where it was no faster or is unmeasured, the contiguous order."""
     if memory_format == "auto":
-        memory_format = "channels-last" if amx_bf16(precision, device) else "contiguous"
+        amx = device.type == "cpu" and torch.cpu.get_capabilities().get("amx_bf16", False)
+        memory_format = "channels-last" if amx and resolve_precision(precision, device) == "bf16" else "contiguous"
     return torch.channels_last if memory_format == "channels-last" else torch.contiguous_format
 
 

@@ -1,4 +1,4 @@
-"""Convolutions on small maps as one matrix product each: faster than oneDNN's kernels where AMX multiplies.
+"""Convolutions on small maps partly as matrix products: faster than oneDNN's kernels where AMX multiplies.
 
 On a CPU with AMX tiles a bf16 matrix product runs at about 2.9 TFLOP/s on two cores, while
 oneDNN's convolutions at the dcgan networks' shapes reach 0.4-0.8 (docs/performance.md). Where
@@ -153,20 +153,21 @@ def _plain(layer: nn.Conv2d | nn.ConvTranspose2d) -> bool:
 
 
 class Conv2d(nn.Conv2d):
-    """nn.Conv2d that runs as one matrix product when `as_matmul` is set and a map is small."""
+    """nn.Conv2d that runs partly as matrix products when `as_matmul` is set and a map is small."""
 
     as_matmul = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernel, stride, padding = self.kernel_size[0], self.stride[0], self.padding[0]
-        out_side = (min(x.shape[-2:]) + 2 * padding - kernel) // stride + 1
-        if self.as_matmul and min(min(x.shape[-2:]), out_side) <= MATMUL_MAX_SIDE:
-            return conv2d_as_matmul(x, self.weight, stride=stride, padding=padding)
+        if self.as_matmul:
+            kernel, stride, padding = self.kernel_size[0], self.stride[0], self.padding[0]
+            out_side = (min(x.shape[-2:]) + 2 * padding - kernel) // stride + 1
+            if min(min(x.shape[-2:]), out_side) <= MATMUL_MAX_SIDE:
+                return conv2d_as_matmul(x, self.weight, stride=stride, padding=padding)
         return super().forward(x)
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):
-    """nn.ConvTranspose2d that runs as one matrix product when `as_matmul` is set and a map is small."""
+    """nn.ConvTranspose2d that runs partly as matrix products when `as_matmul` is set and a map is small."""
 
     as_matmul = False
 
