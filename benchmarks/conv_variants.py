@@ -46,6 +46,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from dcgan.host_memory import keep_freed_host_memory
 from dcgan.networks.matmul_conv import conv2d_as_matmul, conv_transpose2d_as_matmul
 from machine import cpu_name
 from roofline import matmul_peak
@@ -168,6 +169,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    keep_freed_host_memory()  # as the dcgan command does
     dtype = torch.bfloat16 if args.precision == "bf16" else None
     torch.manual_seed(0)
     rows = []

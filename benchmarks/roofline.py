@@ -1,6 +1,7 @@
 """The arithmetic ceiling of a training step: FLOPs per image against what this CPU's kernels reach.
 
-    python benchmarks/roofline.py [--presets tutorial,dcgan] [--json benchmarks/results/roofline_cpu.json]
+    python benchmarks/roofline.py [--presets tutorial,dcgan] [--precisions fp32,bf16]
+        [--json benchmarks/results/roofline_cpu.json]
 
 For each preset (at its own batch size and image size) it counts the floating-point operations of
 one `TrainingStep` with torch's FLOP counter, then measures the peak two ways:
@@ -27,6 +28,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from dcgan.config import resolve_config
+from dcgan.host_memory import keep_freed_host_memory
 from dcgan.training.step import TrainingStep, build_gan
 from machine import cpu_name
 
@@ -118,11 +120,16 @@ def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (1024, 2048, 3072),
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="tutorial,dcgan")
+    parser.add_argument("--precisions", default="fp32,bf16",
+                        help="comma-separated; bf16 takes minutes on a CPU without bf16 instructions")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    keep_freed_host_memory()  # as the dcgan command does
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     rows = []
     for preset in args.presets.split(","):
-        for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        for precision in args.precisions.split(","):
+            dtype = dtypes[precision]
             step, real, batch = preset_step(preset, precision)
             flops = step_flops(step, real)
             layer_flops, layer_seconds = layer_rate(step, layer_calls(step, real))

@@ -22,6 +22,7 @@ import torch
 from dcgan.config import TrainConfig
 from dcgan.data import ShuffledBatches, load_data
 from dcgan.device import select_device
+from dcgan.host_memory import keep_freed_host_memory
 from dcgan.training.step import TrainingStep, build_gan
 
 CONTIGUOUS, CHANNELS_LAST = dict(memory_format="contiguous"), dict(memory_format="channels-last")
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    keep_freed_host_memory()  # as the dcgan command does
     device = select_device(args.device)
     data = load_data("mnist")
     results = []

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from dcgan.host_memory import keep_freed_host_memory
 from machine import cpu_name
 from roofline import matmul_peak, preset_step, step_flops
 
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    keep_freed_host_memory()  # as the dcgan command does
     row = profile_step(args.preset, args.precision, args.steps, args.channels_last, args.convolutions)
     profiled = sum(row["ms_by_kind"].values())
     layout = (", channels-last" if args.channels_last else "") + (", matmul" if args.convolutions == "matmul" else "")

@@ -17,7 +17,7 @@ from dcgan.training import losses
 PACKAGE = Path(dcgan.__file__).parent
 # The flow of data through the package, bottom up: a module may import its own layer and those below.
 LAYERS = (
-    ("errors", "config", "files", "ops", "device", "limits", "images", "plots"),
+    ("errors", "config", "files", "ops", "device", "host_memory", "limits", "images", "plots"),
     ("data",),
     ("networks", "checkpoint"),
     ("training",),

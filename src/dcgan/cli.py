@@ -26,6 +26,7 @@ from .config import (ARCHITECTURES, CONVOLUTIONS, DCGAN_SIZES, DEVICES, LOSSES, 
                      PRESETS, UPPER_BOUNDS, TrainConfig)
 from .errors import PeerFailed, UserError
 from .files import writing
+from .host_memory import keep_freed_host_memory
 
 
 class Parser(argparse.ArgumentParser):
@@ -800,6 +801,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `dcgan` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    keep_freed_host_memory()
     try:
         return args.handler(args)
     except UserError as exc:
