@@ -801,7 +801,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `dcgan` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    keep_freed_host_memory()
+    keep_freed_host_memory()  # before the command allocates anything
     try:
         return args.handler(args)
     except UserError as exc:

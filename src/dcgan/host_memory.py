@@ -15,13 +15,13 @@ def keep_freed_host_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse rather than return it to the kernel; whether it now does.
 
     By default glibc maps a block of more than a few MiB (a training step's activations) afresh and
-    unmaps it when it is freed, so every step faults its pages in again; kept, a step reuses them,
-    for a somewhat higher peak (docs/performance.md, "Freed memory kept for reuse"). Left alone where `DCGAN_KEEP_FREED_MEMORY=0`,
-    where the user tunes malloc (`MALLOC_*`, `GLIBC_TUNABLES`) and where the C library is not glibc.
+    unmaps it when it is freed, so every step faults its pages in again; kept, a step reuses them, for
+    a somewhat higher peak (docs/performance.md, "Freed memory kept for reuse"). Left alone where
+    `DCGAN_KEEP_FREED_MEMORY=0`, where the user tunes malloc (`MALLOC_*`, `GLIBC_TUNABLES`) and where
+    the C library is not glibc.
     """
-    if os.environ.get(OPT_OUT, "1") == "0" or "GLIBC_TUNABLES" in os.environ:
-        return False
-    if any(name.startswith("MALLOC_") for name in os.environ):
+    user_tuned = "GLIBC_TUNABLES" in os.environ or any(name.startswith("MALLOC_") for name in os.environ)
+    if os.environ.get(OPT_OUT, "1") == "0" or user_tuned:
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
