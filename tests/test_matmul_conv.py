@@ -70,18 +70,18 @@ def test_under_bf16_autocast_sums_of_overlapping_patches_are_pytorchs_own(transp
         output_grad = torch.linspace(-1, 1, y.numel()).view_as(y).to(y.dtype)
         y.backward(output_grad)
         results.append((y, a.grad, w.grad))
-    (y, x_grad, w_grad), (y_ours, x_grad_ours, w_grad_ours) = results
+    (y, x_grad, _), (y_ours, x_grad_ours, w_grad_ours) = results
     assert y_ours.dtype == y.dtype == torch.bfloat16
     assert w_grad_ours.dtype == x_grad_ours.dtype == torch.float32  # float32 leaves get float32 gradients
-    exact, product = ((y_ours, y), (x_grad_ours, x_grad)) if transposed else ((x_grad_ours, x_grad), (y_ours, y))
-    assert torch.equal(*exact)
+    (sum_ours, sum_theirs), product_ours = ((y_ours, y), x_grad_ours) if transposed else ((x_grad_ours, x_grad), y_ours)
+    assert torch.equal(sum_ours, sum_theirs)
     # the exact values of the same bf16 inputs, in float64
     a, w = x.bfloat16().double().requires_grad_(), weight.bfloat16().double().requires_grad_()
     y_exact = theirs_fn(a, w, stride=2, padding=1)
     y_exact.backward(output_grad.double())
     product_exact = a.grad if transposed else y_exact.detach()
     bf16_rounding = dict(rtol=2**-8, atol=1e-6)
-    torch.testing.assert_close(product[0].double(), product_exact, **bf16_rounding)
+    torch.testing.assert_close(product_ours.double(), product_exact, **bf16_rounding)
     torch.testing.assert_close(w_grad_ours.double(), w.grad, **bf16_rounding)
 
 
