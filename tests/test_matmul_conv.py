@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dcgan import device
 from dcgan.config import InvalidSetting, TrainConfig
 from dcgan.networks.matmul_conv import (Conv2d, ConvTranspose2d, conv2d_as_matmul, conv_transpose2d_as_matmul,
                                         use_matmul)
@@ -127,10 +128,20 @@ def test_build_gan_sets_the_layers_of_both_networks_and_the_average() -> None:
     gan = build_gan(config.replace(convolutions="matmul"), CPU)
     assert _matmul_layers(gan.generator) == _matmul_layers(gan.discriminator) == 4  # 1->4->8->16->32, 32->...->1
     assert gan.ema is not None and _matmul_layers(gan.ema.module) == 4
-    gan = build_gan(config, CPU)  # native, the default
+    gan = build_gan(config.replace(convolutions="native"), CPU)
     assert _matmul_layers(gan.generator) == _matmul_layers(gan.discriminator) == 0
     with pytest.raises(InvalidSetting, match="r1"):  # R1 differentiates D twice
         config.replace(convolutions="matmul", r1=1.0)
+
+
+@pytest.mark.parametrize(("native_bf16", "r1", "layers"), [(False, 0.0, 4), (False, 1.0, 0), (True, 0.0, 0)])
+def test_build_gan_runs_auto_as_matmul_for_fp32_on_a_cpu_without_bf16(monkeypatch: pytest.MonkeyPatch,
+                                                                      native_bf16: bool, r1: float, layers: int) -> None:
+    monkeypatch.setattr(device, "bf16_supported", lambda _: native_bf16)
+    config = TrainConfig(device="cpu", arch="dcgan", image_size=32, g_width=8, d_width=8, latent_dim=8, r1=r1)
+    assert config.convolutions == "auto"  # the default
+    gan = build_gan(config, CPU)
+    assert _matmul_layers(gan.generator) == _matmul_layers(gan.discriminator) == layers
 
 
 def test_a_training_step_with_products_matches_one_with_pytorchs_convolutions() -> None:

@@ -10,7 +10,7 @@ import torch
 from dcgan.plots import read_metrics
 from dcgan.config import TrainConfig
 from dcgan import device
-from dcgan.device import autocast_for, resolve_memory_format, resolve_precision
+from dcgan.device import autocast_for, resolve_convolutions, resolve_memory_format, resolve_precision
 from dcgan.data import ImageData, ShuffledBatches
 from dcgan.training import loop as loop_module
 from dcgan.training.loop import WARMUP_STEPS, Clock, Logger, TrainingLoop, train
@@ -119,6 +119,20 @@ def test_memory_format_auto_is_channels_last_for_bf16_on_a_cpu_with_amx(
                                                            else torch.contiguous_format)
     assert resolve_memory_format("channels-last", precision, where) == torch.channels_last
     assert resolve_memory_format("contiguous", precision, where) == torch.contiguous_format
+
+
+@pytest.mark.parametrize(("native_bf16", "precision", "device_type", "r1", "expected"), [
+    (False, "auto", "cpu", 0.0, "matmul"), (False, "fp32", "cpu", 0.0, "matmul"), (False, "fp32", "cpu", 1.0, "native"),
+    (False, "bf16", "cpu", 0.0, "native"), (True, "auto", "cpu", 0.0, "native"), (True, "fp32", "cpu", 0.0, "native"),
+    (False, "fp32", "cuda", 0.0, "native")])
+def test_convolutions_auto_is_matmul_for_fp32_on_a_cpu_without_bf16_kernels(
+        monkeypatch: pytest.MonkeyPatch, native_bf16: bool, precision: str, device_type: str, r1: float,
+        expected: str) -> None:
+    monkeypatch.setattr(device, "bf16_supported", lambda _: native_bf16)
+    where = torch.device(device_type)
+    assert resolve_convolutions("auto", precision, where, r1=r1) == expected
+    assert resolve_convolutions("native", precision, where) == "native"
+    assert resolve_convolutions("matmul", precision, where) == "matmul"
 
 
 @pytest.mark.parametrize(("memory_format", "channels_last"), [("channels-last", True), ("contiguous", False)])

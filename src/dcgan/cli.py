@@ -195,9 +195,10 @@ def _add_train(sub: Any) -> None:
     g.add_argument("--channels-last", dest="memory_format", action="store_const", const="channels-last", default=s,
                    help="the same as --memory-format channels-last")
     g.add_argument("--convolutions", choices=CONVOLUTIONS, default=s,
-                   help="how the dcgan networks' layers next to the 4x4 maps run: native (default, PyTorch's kernels) or "
+                   help="how the dcgan networks' layers next to the 4x4 maps run: native (PyTorch's kernels) or "
                         "matmul (their passes with one sum per output as matrix products: 11-20%% more images/s "
-                        "in bf16 on a CPU with AMX)")
+                        "in bf16 on a CPU with AMX, 3-13%% in fp32 on an AVX2 CPU); auto (default): matmul for fp32 "
+                        "on a CPU without bf16 kernels, unless --r1, else native")
     g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=s,
                    help="under torchrun on GPUs: G's batch norm uses the statistics of the global batch "
                         "(default: each process's own)")

@@ -22,7 +22,7 @@ LOSSES = ("bce", "hinge", "lsgan")  # training.losses
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 MEMORY_FORMATS = ("auto", "channels-last", "contiguous")  # device.resolve_memory_format
-CONVOLUTIONS = ("native", "matmul")  # networks/matmul_conv.py
+CONVOLUTIONS = ("auto", "native", "matmul")  # networks/matmul_conv.py, device.resolve_convolutions
 LR_SCALINGS = ("none", "sqrt", "linear")
 # `dcgan project`: the optimisation's steps by default, and at most (far past where the distance stops falling)
 PROJECTION_STEPS, MAX_PROJECTION_STEPS = 300, 100_000
@@ -172,7 +172,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # bf16 autocast where the hardware runs it natively, else fp32
     memory_format: str = "auto"  # auto: channels-last where it was measured faster (bf16 on a CPU with AMX)
-    convolutions: str = "native"  # matmul: layers next to 4x4 maps partly as matrix products (faster with AMX)
+    convolutions: str = "auto"  # matmul: layers next to 4x4 maps partly as matrix products; auto: where measured faster
     reuse_fake: bool = False  # the G step reuses the D step's generated batch (one G forward, not two)
     lr_scaling: str = "none"  # large batches: scale learning rates by batch/32 (linear) or its root (sqrt)
     sync_bn: bool = False  # several GPUs: G's batch norm uses the statistics of the global batch

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..device import autocast_for, resolve_memory_format
+from ..device import autocast_for, resolve_convolutions, resolve_memory_format
 from ..networks import build_discriminator, build_generator
 from ..networks.calibration import MAX_CALIBRATION_SAMPLES, calibration_samples, recalibrate
 from ..networks.matmul_conv import use_matmul
@@ -117,7 +117,7 @@ def build_gan(config: TrainConfig, device: torch.device, world: World = World())
     memory_format = resolve_memory_format(config.memory_format, config.precision, device)
     generator.to(memory_format=memory_format)
     discriminator.to(memory_format=memory_format)
-    if config.convolutions == "matmul":  # (the config refuses it with R1, which differentiates D twice)
+    if resolve_convolutions(config.convolutions, config.precision, device, r1=config.r1) == "matmul":
         use_matmul(generator)
         use_matmul(discriminator)
     lr_g, lr_d = learning_rates(config)
