@@ -135,8 +135,8 @@ def test_build_gan_sets_the_layers_of_both_networks_and_the_average() -> None:
 
 
 @pytest.mark.parametrize(("native_bf16", "r1", "layers"), [(False, 0.0, 4), (False, 1.0, 0), (True, 0.0, 0)])
-def test_build_gan_runs_auto_as_matmul_for_fp32_on_a_cpu_without_bf16(monkeypatch: pytest.MonkeyPatch,
-                                                                      native_bf16: bool, r1: float, layers: int) -> None:
+def test_build_gan_runs_auto_as_matmul_for_fp32_on_a_cpu_without_bf16(
+        monkeypatch: pytest.MonkeyPatch, native_bf16: bool, r1: float, layers: int) -> None:
     monkeypatch.setattr(device, "bf16_supported", lambda _: native_bf16)
     config = TrainConfig(device="cpu", arch="dcgan", image_size=32, g_width=8, d_width=8, latent_dim=8, r1=r1)
     assert config.convolutions == "auto"  # the default
