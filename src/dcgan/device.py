@@ -55,8 +55,8 @@ def resolve_convolutions(convolutions: str, precision: str, device: torch.device
     the same FID (docs/performance.md); native elsewhere (unmeasured, or in bf16 not shown equal in quality)
     and with R1, which differentiates D twice."""
     if convolutions == "auto":
-        fp32_cpu = device.type == "cpu" and not bf16_supported(device)
-        return "matmul" if fp32_cpu and resolve_precision(precision, device) == "fp32" and not r1 else "native"
+        cpu_without_bf16 = device.type == "cpu" and not bf16_supported(device)
+        return "matmul" if cpu_without_bf16 and resolve_precision(precision, device) == "fp32" and not r1 else "native"
     return convolutions
 
 
