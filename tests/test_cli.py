@@ -143,6 +143,8 @@ def test_channels_last_is_recorded_as_the_runs_memory_format(run_cli, idx_dir: P
                            "--out", run)
     assert code == 0, err
     assert tomllib.loads((run / "config.toml").read_text())["memory_format"] == "channels-last"
+    # the log says how the run executes; the tutorial's networks have no convolutions that run otherwise
+    assert "execution: cpu, 1 thread, precision " in err and ", memory channels-last\n" in err
     code, _, err = run_cli("train", "--resume", run, "--memory-format", "contiguous", "--steps", "4", "--quiet")
     assert code == 2 and err.strip().splitlines() == [
         f"dcgan: error: --resume {run}: a resumed run keeps its recipe; cannot change --memory-format 'contiguous' "

@@ -245,6 +245,7 @@ def test_a_picture_folder_without_a_preset_trains_with_the_folder_preset(run_cli
     config = tomllib.loads((tmp_path / "run" / "config.toml").read_text())
     assert (config["arch"], config["ada_target"]) == ("dcgan", 0.45)
     assert "preset: folder (" in err and "--preset names another" in err
+    assert "execution: cpu, " in err and ", convolutions " in err  # the dcgan networks' layers may run as products
     # a set of six pictures gets the narrower discriminator, recorded for a resume or a later --init-from
     assert config["d_width"] == SMALL_SET_D_WIDTH and f"--d-width {SMALL_SET_D_WIDTH}: " in err
     first_conv = next(v for v in load_checkpoint(tmp_path / "run")["discriminator"].values() if v.dim() == 4)

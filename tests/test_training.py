@@ -10,7 +10,8 @@ import torch
 from dcgan.plots import read_metrics
 from dcgan.config import TrainConfig
 from dcgan import device
-from dcgan.device import autocast_for, resolve_convolutions, resolve_memory_format, resolve_precision
+from dcgan.device import (autocast_for, describe_execution, resolve_convolutions, resolve_memory_format,
+                          resolve_precision)
 from dcgan.data import ImageData, ShuffledBatches
 from dcgan.training import loop as loop_module
 from dcgan.training.loop import WARMUP_STEPS, Clock, Logger, TrainingLoop, train
@@ -133,6 +134,22 @@ def test_convolutions_auto_is_matmul_for_fp32_on_a_cpu_without_bf16_kernels(
     assert resolve_convolutions("auto", precision, where, r1=r1) == expected
     assert resolve_convolutions("native", precision, where) == "native"
     assert resolve_convolutions("matmul", precision, where) == "matmul"
+
+
+@pytest.mark.parametrize(("native_bf16", "precision", "convolutions"), [
+    (True, "bf16 (auto: fast bf16 on this cpu)", "native"), (False, "fp32 (auto: no fast bf16 on this cpu)", "matmul")])
+def test_the_execution_line_says_what_each_auto_setting_became(
+        monkeypatch: pytest.MonkeyPatch, native_bf16: bool, precision: str, convolutions: str) -> None:
+    monkeypatch.setattr(device, "bf16_supported", lambda _: native_bf16)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": False})
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert describe_execution(CPU, precision="auto", memory_format="auto", convolutions="auto") == (
+        f"execution: cpu, 2 threads, precision {precision}, memory contiguous (auto), convolutions {convolutions} (auto)")
+    # settings the user named are shown as they are; networks without matmul layers have no convolutions part
+    assert describe_execution(CPU, precision="fp32", memory_format="channels-last", convolutions="native") == (
+        "execution: cpu, 2 threads, precision fp32, memory channels-last, convolutions native")
+    assert describe_execution(CPU, precision="bf16", memory_format="contiguous", convolutions=None).endswith(
+        "precision bf16, memory contiguous")
 
 
 @pytest.mark.parametrize(("memory_format", "channels_last"), [("channels-last", True), ("contiguous", False)])

@@ -106,7 +106,8 @@ def _add_train(sub: Any) -> None:
     g = p.add_argument_group("recipe")
     g.add_argument("--preset", choices=sorted(PRESETS), default=s,
                    help="named recipe: tutorial (the tutorial's own), default (the best measured on digits), "
-                        "conditional, folder (default at 32x32, the best measured on colour pictures), dcgan "
+                        "conditional, folder (default's recipe with Radford et al.'s networks at 64x64 and adaptive "
+                        "augmentation, the best measured on colour pictures), dcgan "
                         "(Radford et al.'s 64x64 network and recipe) (default: folder for a folder or .zip of "
                         "pictures, else default)")
     g.add_argument("--data", default=s, help="mnist (bundled), an IDX directory, a folder of pictures (flat or in "

@@ -60,6 +60,26 @@ def resolve_convolutions(convolutions: str, precision: str, device: torch.device
     return convolutions
 
 
+def describe_execution(device: torch.device, *, precision: str, memory_format: str, convolutions: str | None,
+                       r1: float = 0.0) -> str:
+    """One line for the log: where training runs and how, each `auto` setting resolved and marked (convolutions
+    None: networks that have no other way of running them)."""
+    def auto(setting: str) -> str:
+        return " (auto)" if setting == "auto" else ""
+
+    threads = torch.get_num_threads()
+    where = f"cpu, {threads} thread{'s' * (threads != 1)}" if device.type == "cpu" else str(device)
+    chosen = resolve_precision(precision, device)
+    if precision == "auto":  # the setting that changes speed most, so the log says why
+        chosen += f" (auto: {'fast' if chosen == 'bf16' else 'no fast'} bf16 on this {device.type})"
+    channels_last = resolve_memory_format(memory_format, precision, device) == torch.channels_last
+    line = (f"execution: {where}, precision {chosen}, memory {'channels-last' if channels_last else 'contiguous'}"
+            f"{auto(memory_format)}")
+    if convolutions is not None:
+        line += f", convolutions {resolve_convolutions(convolutions, precision, device, r1=r1)}{auto(convolutions)}"
+    return line
+
+
 def autocast_for(precision: str, device: torch.device) -> Callable[[], ContextManager[object]]:
     """A factory of the context that runs forward passes in `precision` (`auto` resolved) on `device`."""
     if resolve_precision(precision, device) == "bf16":

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import TrainConfig, config_from_dict
 from ..data import ShuffledBatches, load_data, require_a_batch
-from ..device import select_device, synchronized_time
+from ..device import describe_execution, select_device, synchronized_time
 from ..errors import UserError
 from ..networks import DEFAULT_D_WIDTH, SMALL_SET_D_WIDTH, SMALL_SET_IMAGES, d_width_for
 from .augment import AdaptiveAugment
@@ -130,6 +130,9 @@ def set_up(config: TrainConfig, run: RunDirectory, device: torch.device, *, resu
         log(f"data: {data.description}")
     for note in notes:
         log(note)
+    only_dcgan = config.convolutions if config.arch == "dcgan" else None  # the one family with matmul layers
+    log(describe_execution(device, precision=config.precision, memory_format=config.memory_format,
+                           convolutions=only_dcgan, r1=config.r1))
     if not config.channels:  # from the data; said for image folders, where it is a finding
         config = config.replace(channels=data.images.shape[1])
         if data.mapped:
