@@ -144,7 +144,8 @@ def test_the_execution_line_says_what_each_auto_setting_became(
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": False})
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert describe_execution(CPU, precision="auto", memory_format="auto", convolutions="auto") == (
-        f"execution: cpu, 2 threads, precision {precision}, memory contiguous (auto), convolutions {convolutions} (auto)")
+        f"execution: cpu, 2 threads, precision {precision}, memory contiguous (auto), "
+        f"convolutions {convolutions} (auto)")
     # settings the user named are shown as they are; networks without matmul layers have no convolutions part
     assert describe_execution(CPU, precision="fp32", memory_format="channels-last", convolutions="native") == (
         "execution: cpu, 2 threads, precision fp32, memory channels-last, convolutions native")
