@@ -28,14 +28,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def assert_refused(result: tuple[int, str, str], expected: str, *, started: bool = False) -> str:
     """Exit code 2 and exactly one error line, which contains `expected`.
 
-    A run that `started` has announced its run directory on the line before.
+    A run that `started` has announced its run directory and how it executes on the lines before.
     """
     code, _, err = result
     assert "Traceback" not in err
     lines = err.strip().splitlines()
     if started:
-        assert lines[0].startswith("run directory: "), err
-        lines = lines[1:]
+        assert lines[0].startswith("run directory: ") and lines[1].startswith("execution: "), err
+        lines = lines[2:]
     assert code == 2, err
     assert len(lines) == 1, err
     assert lines[0].startswith("dcgan: error: "), err

@@ -99,6 +99,7 @@ def train(config: TrainConfig, run: RunDirectory, *, resume: dict[str, Any] | No
             from_main(world, lambda: run.resume(loop.config, loop.position.step))
         if world.is_main:
             tqdm.write(f"run directory: {run.root}", file=sys.stderr)
+            tqdm.write(execution_line(loop.config, device), file=sys.stderr)
         # Setting up the scorer draws from the random state (its network's initial weights before they are
         # loaded): a new run's stream goes on after that draw, so a resumed one, whose restored state is
         # already past it, must not make it again.
@@ -130,9 +131,6 @@ def set_up(config: TrainConfig, run: RunDirectory, device: torch.device, *, resu
         log(f"data: {data.description}")
     for note in notes:
         log(note)
-    only_dcgan = config.convolutions if config.arch == "dcgan" else None  # the one family with matmul layers
-    log(describe_execution(device, precision=config.precision, memory_format=config.memory_format,
-                           convolutions=only_dcgan, r1=config.r1))
     if not config.channels:  # from the data; said for image folders, where it is a finding
         config = config.replace(channels=data.images.shape[1])
         if data.mapped:
@@ -162,6 +160,12 @@ def set_up(config: TrainConfig, run: RunDirectory, device: torch.device, *, resu
         loop.position = restore(gan, resume, last, world)
     gan.set_lr_scale(config, loop.position.lr_scale)
     return loop
+
+
+def execution_line(config: TrainConfig, device: torch.device) -> str:
+    """The log's line of how the run executes (the dcgan networks alone have layers that may run as products)."""
+    return describe_execution(device, precision=config.precision, memory_format=config.memory_format,
+                              convolutions=config.convolutions if config.arch == "dcgan" else None, r1=config.r1)
 
 
 def with_d_width(config: TrainConfig, num_images: int, source: str, taken: TrainConfig | None, *,
