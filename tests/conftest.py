@@ -6,6 +6,7 @@ import gzip
 import importlib.util
 import struct
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -136,15 +137,35 @@ def snapshot(root: Path, *, skip: tuple[str, ...] = ("cache",)) -> dict[str, byt
 
 def train_tiny_runs(root: Path, mnist_subset: dict, recipes: dict[str, tuple[str, ...]], *, steps: int = 2
                     ) -> dict[str, Path]:
-    """A few `steps`-step runs of the tiny model on 512 MNIST images, one per recipe (name: extra flags)."""
+    """A few `steps`-step runs of the tiny model on 512 MNIST images, one per recipe (name: extra flags), each on
+    one thread (as `one_thread`: module-wide fixtures are set up before it)."""
+    import torch
+
     data = root / "idx"
     data.mkdir()
     write_idx(data / "train-images-idx3-ubyte", mnist_subset["train_images"])
     write_idx(data / "train-labels-idx1-ubyte", mnist_subset["train_labels"])
-    for name, flags in recipes.items():
-        assert main(["train", "--data", str(data), *TINY, "--batch-size", "16", "--steps", str(steps), *flags,
-                     "--out", str(root / name)]) == 0
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name, flags in recipes.items():
+            assert main(["train", "--data", str(data), *TINY, "--batch-size", "16", "--steps", str(steps), *flags,
+                         "--out", str(root / name)]) == 0
+    finally:
+        torch.set_num_threads(previous)
     return {name: root / name for name in recipes}
+
+
+def wait_for_child(condition, child, timeout: float = 60) -> None:
+    """Poll `condition` until it holds; fail the test if the child process `child` exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if child.poll() is not None:
+            pytest.fail(f"the child exited early ({child.returncode}): {child.stderr.read()}")
+        if time.monotonic() > deadline:
+            child.kill()
+            pytest.fail("timed out waiting for the child")
+        time.sleep(0.02)
 
 
 def load_benchmark(name: str):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, snapshot, write_idx
+from conftest import TINY, snapshot, train_tiny_runs, write_idx
 from dcgan.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -46,19 +46,7 @@ def assert_refused(result: tuple[int, str, str], expected: str, *, started: bool
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, mnist_subset) -> Path:
     """A finished 2-step run (module-wide: tests copy it before touching it)."""
-    from dcgan.cli import main
-
-    root = tmp_path_factory.mktemp("trained")
-    write_idx(root / "train-images-idx3-ubyte", mnist_subset["train_images"])
-    write_idx(root / "train-labels-idx1-ubyte", mnist_subset["train_labels"])
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["train", "--data", str(root), "--out", str(root / "run"), *TINY, "--steps", "2",
-                     "--batch-size", "16"]) == 0
-    finally:
-        torch.set_num_threads(previous)
-    return root / "run"
+    return train_tiny_runs(tmp_path_factory.mktemp("trained"), mnist_subset, {"run": ()})["run"]
 
 
 @pytest.fixture

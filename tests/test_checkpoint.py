@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import dcgan.checkpoint as checkpoint
-from conftest import TINY, assert_same_training_state, write_idx
+from conftest import assert_same_training_state, train_tiny_runs
 from dcgan.checkpoint import FORMAT_VERSION, atomic_save, load_checkpoint, save_checkpoint
 from dcgan.errors import UserError
 
@@ -23,19 +23,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, mnist_subset) -> Path:
     """A 4-step run with checkpoints every 2 steps, keeping 2 (module-wide: tests use a copy)."""
-    from dcgan.cli import main
-
-    root = tmp_path_factory.mktemp("checkpoint")
-    write_idx(root / "train-images-idx3-ubyte", mnist_subset["train_images"])
-    write_idx(root / "train-labels-idx1-ubyte", mnist_subset["train_labels"])
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["train", "--data", str(root), "--out", str(root / "run"), *TINY, "--steps", "4",
-                     "--batch-size", "16", "--checkpoint-every", "2", "--keep-checkpoints", "2"]) == 0
-    finally:
-        torch.set_num_threads(previous)
-    return root / "run"
+    flags = ("--checkpoint-every", "2", "--keep-checkpoints", "2")
+    return train_tiny_runs(tmp_path_factory.mktemp("checkpoint"), mnist_subset, {"run": flags}, steps=4)["run"]
 
 
 @pytest.fixture

@@ -6,12 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import TINY
+from conftest import TINY, wait_for_child
 from dcgan.checkpoint import load_checkpoint
 from dcgan.errors import UserError
 from dcgan.training.lock import LOCK_FILE, RunLock
@@ -27,17 +26,6 @@ def spawn(*args: object) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "dcgan", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
-
-
-def wait_for(condition, child: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if child.poll() is not None:
-            pytest.fail(f"the child exited early ({child.returncode}): {child.stderr.read()}")
-        if time.monotonic() > deadline:
-            child.kill()
-            pytest.fail("timed out waiting for the child")
-        time.sleep(0.02)
 
 
 def holds_lock(run: Path, child: subprocess.Popen) -> bool:
@@ -60,7 +48,7 @@ def training(idx_dir: Path, tmp_path: Path):
     """A new run in tmp_path/run, trained by another process, which holds its lock and has written a row."""
     run = tmp_path / "run"
     child = spawn("train", "--data", idx_dir, "--out", run, *ENDLESS)
-    wait_for(lambda: holds_lock(run, child) and len(rows(run)) >= 1, child)
+    wait_for_child(lambda: holds_lock(run, child) and len(rows(run)) >= 1, child)
     yield run, child
     child.kill()
     child.wait()
@@ -69,7 +57,7 @@ def training(idx_dir: Path, tmp_path: Path):
 def assert_trains_on_unharmed(run: Path, writer: subprocess.Popen) -> None:
     """The writer goes on with its run: its own config, and rows with no gap or repeat past the refusal."""
     seen = len(rows(run))
-    wait_for(lambda: len(rows(run)) >= seen + 2, writer)
+    wait_for_child(lambda: len(rows(run)) >= seen + 2, writer)
     steps = rows(run)
     assert steps == list(range(1, len(steps) + 1))
     assert "steps = 100000\n" in (run / "config.toml").read_text()

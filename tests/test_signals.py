@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from conftest import TINY, assert_same_training_state
+from conftest import TINY, assert_same_training_state, wait_for_child
 from dcgan.plots import read_metrics
 from dcgan.checkpoint import load_checkpoint
 
@@ -44,17 +43,6 @@ def spawn(*args: object, prelude: str | None = None) -> subprocess.Popen:
     command = [sys.executable, "-m", "dcgan"] if prelude is None else [sys.executable, "-c", prelude]
     return subprocess.Popen([*command, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
-
-
-def wait_for(condition, child: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if child.poll() is not None:
-            pytest.fail(f"the child exited early ({child.returncode}): {child.stderr.read()}")
-        if time.monotonic() > deadline:
-            child.kill()
-            pytest.fail("timed out waiting for the child")
-        time.sleep(0.02)
 
 
 def rows(run: Path) -> int:
@@ -88,7 +76,7 @@ def test_a_signal_finishes_the_step_checkpoints_and_says_how_to_resume(run_cli, 
     run = tmp_path / "run"
     child = spawn("train", "--data", idx_dir, "--out", run, *TINY, "--steps", "100000", "--batch-size", "16",
                   "--log-every", "1", "--checkpoint-every", "0")
-    wait_for(lambda: rows(run) >= 3, child)
+    wait_for_child(lambda: rows(run) >= 3, child)
     child.send_signal(signum)
     _, err = child.communicate(timeout=60)
     assert child.returncode == code, err
@@ -109,7 +97,7 @@ def test_a_second_ctrl_c_exits_at_once_and_damages_nothing(run_cli, idx_dir, tmp
     # Full-size images and batches of 64: a step takes long enough for the second signal to land in it.
     child = spawn("train", "--data", idx_dir, "--out", run, "--quiet", "--sample-every", "1", "--steps", "100000",
                   "--batch-size", "64", "--log-every", "1", "--checkpoint-every", "0")
-    wait_for(lambda: rows(run) >= 1, child)
+    wait_for_child(lambda: rows(run) >= 1, child)
     child.send_signal(signal.SIGINT)
     for line in child.stderr:
         if "stopping after this step" in line:
@@ -130,7 +118,7 @@ def test_sigkill_in_the_middle_of_a_checkpoint_save_leaves_a_loadable_last_pt(ru
     args = ("--data", idx_dir, *TINY, "--batch-size", "16", "--steps", "6", "--checkpoint-every", "3")
     run, marker = tmp_path / "run", tmp_path / "saving"
     child = spawn(marker, "train", "--out", run, *args, prelude=HANG_IN_SECOND_SAVE)
-    wait_for(marker.exists, child)
+    wait_for_child(marker.exists, child)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=60)
     partial = list((run / "checkpoints").glob(".last.pt.tmp*"))
@@ -147,7 +135,7 @@ def test_sigkill_at_any_step_then_resume_matches_an_uninterrupted_run(run_cli, i
             "--log-every", "1")
     run = tmp_path / "run"
     child = spawn("train", "--out", run, *args)
-    wait_for(lambda: rows(run) >= 5, child)
+    wait_for_child(lambda: rows(run) >= 5, child)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=60)
     killed_at = load_checkpoint(run / "checkpoints" / "last.pt")["step"]
