@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import importlib.util
 import struct
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -95,15 +97,24 @@ TINY = ("--preset", "tutorial", "--image-size", "8", "--latent-dim", "4", "--qui
 STATE_KEYS = ("generator", "discriminator", "opt_g", "opt_d")
 
 
-@pytest.fixture
-def one_thread():
-    """Train on one intra-op thread: faster for a tiny model on a small machine, and the same every run."""
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """One intra-op thread inside: faster for a tiny model on a small machine, and the same every run."""
     import torch
 
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def one_thread():
+    """Train on one intra-op thread (`single_thread`)."""
+    with single_thread():
+        yield
 
 
 def flat_tensors(value, prefix: str = "") -> dict:
@@ -139,20 +150,14 @@ def train_tiny_runs(root: Path, mnist_subset: dict, recipes: dict[str, tuple[str
                     ) -> dict[str, Path]:
     """A few `steps`-step runs of the tiny model on 512 MNIST images, one per recipe (name: extra flags), each on
     one thread (as `one_thread`: module-wide fixtures are set up before it)."""
-    import torch
-
     data = root / "idx"
     data.mkdir()
     write_idx(data / "train-images-idx3-ubyte", mnist_subset["train_images"])
     write_idx(data / "train-labels-idx1-ubyte", mnist_subset["train_labels"])
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         for name, flags in recipes.items():
             assert main(["train", "--data", str(data), *TINY, "--batch-size", "16", "--steps", str(steps), *flags,
                          "--out", str(root / name)]) == 0
-    finally:
-        torch.set_num_threads(previous)
     return {name: root / name for name in recipes}
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import load_benchmark
+from conftest import load_benchmark, single_thread
 from dcgan.checkpoint import load_checkpoint
 from dcgan.cli import main
 
@@ -39,13 +39,9 @@ def environment() -> dict[str, str]:
 
 def trained_weights(preset: str, out: Path) -> dict[str, torch.Tensor]:
     """Weights of G, D and G's moving average after STEPS steps of `preset` on the bundled MNIST."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         code = main(["train", "--preset", preset, "--steps", str(STEPS), "--precision", "fp32", "--device", "cpu",
                      "--seed", "3", "--sample-every", "0", "--quiet", "--out", str(out)])
-    finally:
-        torch.set_num_threads(previous)
     assert code == 0
     payload = load_checkpoint(out / "checkpoints" / "last.pt")
     assert payload["step"] == STEPS
